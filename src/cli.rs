@@ -1,0 +1,251 @@
+//! The command line: `kubescaler [GLOBAL FLAGS] [SUBCOMMAND]`.
+//!
+//! Every configuration key is also a flag (`--buffer-slot-size 6`). Flags win over env vars,
+//! which win over the YAML file, which wins over built-in defaults (see [`crate::config`]).
+//! Flag values are taken as text here and typed and validated in [`crate::config::load`], so
+//! that one run reports every bad value, each with the flag it came from.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::SecretToken;
+
+/// The parsed command line.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "kubescaler",
+    version,
+    about = "Scales a Kubernetes node pool for stateful dedicated game servers, keeping a buffer of free server slots",
+    after_help = "Configuration precedence: flag > env var (UPPER_SNAKE key, e.g. BUFFER_SLOT_SIZE) > \
+                  config file > built-in default.\nExit codes: 0 ok, 1 the daemon failed, 2 invalid \
+                  command line or configuration."
+)]
+pub struct Cli {
+    /// YAML config file [default: ./config.yaml if it exists; an explicit path must exist]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Per-key overrides, highest precedence.
+    #[command(flatten)]
+    pub overrides: Overrides,
+
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The subcommand to run: `run` when none was given, as the Go binary always ran the daemon.
+    pub fn command(&self) -> Command {
+        self.command.clone().unwrap_or_default()
+    }
+}
+
+/// Subcommands. New ones (e.g. `simulate`) are added here and dispatched in `main.rs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run the scaling daemon (the default).
+    #[default]
+    Run,
+    /// Validate the configuration, print the effective config as YAML (token redacted) and exit:
+    /// 0 when valid, 2 with every problem listed on stderr otherwise.
+    CheckConfig,
+}
+
+/// One flag per configuration key. `None` (not given) leaves the key to env, file or default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args)]
+#[command(next_help_heading = "Configuration (each also settable as env var or config file key)")]
+pub struct Overrides {
+    /// Cloud provider driving the node pool [env: CLOUD_PROVIDER] [default: digitalocean]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cloud_provider: Option<String>,
+
+    /// Cloud API token. Prefer env var CLOUD_PROVIDER_TOKEN or --cloud-provider-token-file:
+    /// a flag is visible to every user in the process list [env: CLOUD_PROVIDER_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN", value_parser = parse_secret)]
+    pub cloud_provider_token: Option<SecretToken>,
+
+    /// File holding the cloud API token, e.g. a mounted Secret; read once at start, trimmed
+    /// [env: CLOUD_PROVIDER_TOKEN_FILE]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cloud_provider_token_file: Option<String>,
+
+    /// Cloud-side cluster name (required) [env: CLUSTER_NAME]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    /// Cloud-side node pool name (required) [env: NODE_POOL_NAME]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub node_pool_name: Option<String>,
+
+    /// Label selector of the pool's nodes, e.g. role=game-servers (required, non-empty)
+    /// [env: NODE_SELECTOR]
+    #[arg(long, global = true, value_name = "SELECTOR")]
+    pub node_selector: Option<String>,
+
+    /// API server URL overriding the kubeconfig's [env: CLUSTER_KUBE_CONFIG_MASTER_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub cluster_kube_config_master_url: Option<String>,
+
+    /// Kubeconfig path; empty: in-cluster config, else KUBECONFIG / ~/.kube/config
+    /// [env: CLUSTER_KUBE_CONFIG_PATH]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cluster_kube_config_path: Option<String>,
+
+    /// Smallest pool size [env: MINIMUM_NODE_POOL_SIZE] [default: 2]
+    #[arg(long, global = true, value_name = "N")]
+    pub minimum_node_pool_size: Option<String>,
+
+    /// Largest pool size [env: MAXIMUM_NODE_POOL_SIZE] [default: 3]
+    #[arg(long, global = true, value_name = "N")]
+    pub maximum_node_pool_size: Option<String>,
+
+    /// Label name marking game server pods (required) [env: SERVER_POD_LABEL_NAME]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub server_pod_label_name: Option<String>,
+
+    /// Label value marking game server pods (required) [env: SERVER_POD_LABEL_VALUE]
+    #[arg(long, global = true, value_name = "VALUE")]
+    pub server_pod_label_value: Option<String>,
+
+    /// Free server slots to keep at all times [env: BUFFER_SLOT_SIZE] [default: 4]
+    #[arg(long, global = true, value_name = "N")]
+    pub buffer_slot_size: Option<String>,
+
+    /// Seconds between reconciles when nothing changes [env: SCALE_LOOP_TICK_SEC] [default: 10]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub scale_loop_tick_sec: Option<String>,
+
+    /// CPU one server requests: integer millicores (1000) or a quantity with a unit or decimal
+    /// point (500m, 1.5) [env: SERVER_CPU_RESOURCE_REQUEST] [default: 1000]
+    #[arg(long, global = true, value_name = "CPU")]
+    pub server_cpu_resource_request: Option<String>,
+
+    /// Memory one server requests: bytes or a quantity (512Mi, 1Gi, 2G)
+    /// [env: SERVER_MEMORY_RESOURCE_REQUEST] [default: none]
+    #[arg(long, global = true, value_name = "MEMORY")]
+    pub server_memory_resource_request: Option<String>,
+
+    /// Comma-separated taints the server pods tolerate: key=value:Effect, key:Effect, key, *
+    /// [env: SERVER_POD_TOLERATIONS]
+    #[arg(long, global = true, value_name = "LIST")]
+    pub server_pod_tolerations: Option<String>,
+
+    /// Seconds a cordoned empty node is kept before deletion [env: EMPTY_NODE_EXPIRATION_SEC]
+    /// [default: 120]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub empty_node_expiration_sec: Option<String>,
+
+    /// Seconds a registered, not-yet-Ready node counts as booting capacity
+    /// [env: NODE_BOOT_TIMEOUT_SEC] [default: 600]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub node_boot_timeout_sec: Option<String>,
+
+    /// Plan and log, change nothing; `--dry-run` or `--dry-run=false` [env: DRY_RUN]
+    /// [default: false]
+    #[arg(
+        long,
+        global = true,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub dry_run: Option<bool>,
+
+    /// Log format: text or json [env: LOG_FORMAT] [default: text]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// tracing filter: a level (info) or directives (info,kubescaler=debug) [env: LOG_LEVEL]
+    /// [default: info]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Allocatable CPU of a new node, for scaling up an empty pool (with the two others)
+    /// [env: NODE_TEMPLATE_CPU]
+    #[arg(long, global = true, value_name = "CPU")]
+    pub node_template_cpu: Option<String>,
+
+    /// Allocatable memory of a new node (with the two others) [env: NODE_TEMPLATE_MEMORY]
+    #[arg(long, global = true, value_name = "MEMORY")]
+    pub node_template_memory: Option<String>,
+
+    /// Allocatable pod count of a new node (with the two others) [env: NODE_TEMPLATE_PODS]
+    #[arg(long, global = true, value_name = "N")]
+    pub node_template_pods: Option<String>,
+}
+
+/// A flag's value, as [`Overrides::set_flags`] hands it to the config loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagValue<'a> {
+    /// A value to be typed and validated by the loader.
+    Text(&'a str),
+    /// A boolean flag.
+    Bool(bool),
+    /// The token (its `Debug` stays redacted).
+    Secret(&'a SecretToken),
+}
+
+impl Overrides {
+    /// The flags given, as `(config key, value)`; the key is the flag name without `--`.
+    pub fn set_flags(&self) -> Vec<(&'static str, FlagValue<'_>)> {
+        fn text<'a>(
+            key: &'static str,
+            v: &'a Option<String>,
+        ) -> Option<(&'static str, FlagValue<'a>)> {
+            v.as_deref().map(|s| (key, FlagValue::Text(s)))
+        }
+        let mut out: Vec<(&'static str, FlagValue<'_>)> = [
+            text("cloud-provider", &self.cloud_provider),
+            text("cloud-provider-token-file", &self.cloud_provider_token_file),
+            text("cluster-name", &self.cluster_name),
+            text("node-pool-name", &self.node_pool_name),
+            text("node-selector", &self.node_selector),
+            text(
+                "cluster-kube-config-master-url",
+                &self.cluster_kube_config_master_url,
+            ),
+            text("cluster-kube-config-path", &self.cluster_kube_config_path),
+            text("minimum-node-pool-size", &self.minimum_node_pool_size),
+            text("maximum-node-pool-size", &self.maximum_node_pool_size),
+            text("server-pod-label-name", &self.server_pod_label_name),
+            text("server-pod-label-value", &self.server_pod_label_value),
+            text("buffer-slot-size", &self.buffer_slot_size),
+            text("scale-loop-tick-sec", &self.scale_loop_tick_sec),
+            text(
+                "server-cpu-resource-request",
+                &self.server_cpu_resource_request,
+            ),
+            text(
+                "server-memory-resource-request",
+                &self.server_memory_resource_request,
+            ),
+            text("server-pod-tolerations", &self.server_pod_tolerations),
+            text("empty-node-expiration-sec", &self.empty_node_expiration_sec),
+            text("node-boot-timeout-sec", &self.node_boot_timeout_sec),
+            text("log-format", &self.log_format),
+            text("log-level", &self.log_level),
+            text("node-template-cpu", &self.node_template_cpu),
+            text("node-template-memory", &self.node_template_memory),
+            text("node-template-pods", &self.node_template_pods),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Some(token) = &self.cloud_provider_token {
+            out.push(("cloud-provider-token", FlagValue::Secret(token)));
+        }
+        if let Some(dry_run) = self.dry_run {
+            out.push(("dry-run", FlagValue::Bool(dry_run)));
+        }
+        out
+    }
+}
+
+/// Wraps the token at parse time so no `Debug` of the parsed command line can show it.
+fn parse_secret(s: &str) -> Result<SecretToken, Infallible> {
+    Ok(SecretToken::new(s))
+}

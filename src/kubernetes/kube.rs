@@ -1,0 +1,510 @@
+//! [`KubeCluster`]: the [`Kubernetes`] implementation on kube-rs.
+//!
+//! Reads come from two watches (selector-matched Nodes; non-terminal Pods in all namespaces)
+//! reduced into a [`ClusterIndex`], so a [`Kubernetes::snapshot`] costs no API call. Writes are
+//! single merge patches. The one live read is [`Kubernetes::live_server_pods`], the last check
+//! before a node is deleted.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
+use tracing::{debug, error, info, warn};
+
+use super::index::{pod_key, ClusterIndex};
+use super::{ChangeEvent, KubeError, Kubernetes};
+use crate::config::Config;
+use crate::model::{
+    ClusterSnapshot, CORDONED_BY_ANNOTATION, CORDONED_BY_VALUE, TIMESTAMP_ANNOTATION,
+};
+
+/// Pods that still hold (or wait for) a node: the API server filters out the terminal ones.
+pub const NON_TERMINAL_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
+
+/// Change events buffered per receiver; a receiver that falls further behind gets
+/// `RecvError::Lagged` and should treat it as "something changed".
+const CHANGE_CHANNEL_CAPACITY: usize = 1024;
+
+/// The cluster as kubescaler sees it, kept current by watches.
+///
+/// Dropping it stops the watch tasks.
+pub struct KubeCluster {
+    client: Client,
+    index: Arc<Mutex<ClusterIndex>>,
+    changes: broadcast::Sender<ChangeEvent>,
+    server_label: (String, String),
+    watch_tasks: Vec<AbortHandle>,
+}
+
+impl Debug for KubeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCluster")
+            .field("server_label", &self.server_label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        for task in &self.watch_tasks {
+            task.abort();
+        }
+    }
+}
+
+impl KubeCluster {
+    /// Builds a client from `config` and starts the watches.
+    ///
+    /// Without `cluster-kube-config-path` and `cluster-kube-config-master-url`, inside a pod
+    /// (`KUBERNETES_SERVICE_HOST` set), it uses the pod's service account. Otherwise it reads
+    /// the kubeconfig at `cluster-kube-config-path`, else `KUBECONFIG` / `~/.kube/config`; a
+    /// master URL replaces that kubeconfig's server. A master URL with no kubeconfig to be found
+    /// connects to that URL without credentials, as the Go version did (e.g. `kubectl proxy`).
+    pub async fn connect(config: &Config) -> Result<Self, KubeError> {
+        let client_config = client_config(
+            config.cluster_kube_config_master_url.as_deref(),
+            config.cluster_kube_config_path.as_deref(),
+        )
+        .await?;
+        info!(
+            server = %client_config.cluster_url,
+            node_selector = %config.node_selector,
+            "connecting to the Kubernetes API server"
+        );
+        let client = Client::try_from(client_config)
+            .map_err(|e| KubeError::Client(format!("cannot create the HTTP client: {e}")))?;
+        Ok(Self::start(
+            client,
+            &config.node_selector,
+            (
+                config.server_pod_label_name.clone(),
+                config.server_pod_label_value.clone(),
+            ),
+        ))
+    }
+
+    /// Starts the node and pod watches on `client` and returns at once; [`Kubernetes::snapshot`]
+    /// answers `NotSynced` until both have listed. `node_selector` is a label selector (empty:
+    /// every node); `server_label` is the `(name, value)` label of game server pods.
+    ///
+    /// Must be called within a Tokio runtime: the watches run as tasks on it.
+    pub fn start(client: Client, node_selector: &str, server_label: (String, String)) -> Self {
+        let index = Arc::new(Mutex::new(ClusterIndex::new(server_label.clone())));
+        let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
+
+        let node_watch = watcher::Config::default().labels(node_selector);
+        let nodes = tokio::spawn(run_watch(
+            "nodes",
+            Api::<Node>::all(client.clone()),
+            node_watch,
+            Arc::clone(&index),
+            changes.clone(),
+            ClusterIndex::on_node_event,
+            ClusterIndex::desync_nodes,
+        ));
+        let pod_watch = watcher::Config::default().fields(NON_TERMINAL_PODS);
+        let pods = tokio::spawn(run_watch(
+            "pods",
+            Api::<Pod>::all(client.clone()),
+            pod_watch,
+            Arc::clone(&index),
+            changes.clone(),
+            ClusterIndex::on_pod_event,
+            ClusterIndex::desync_pods,
+        ));
+
+        Self {
+            client,
+            index,
+            changes,
+            server_label,
+            watch_tasks: vec![nodes.abort_handle(), pods.abort_handle()],
+        }
+    }
+
+    /// Whether both watches have listed and not failed since.
+    pub fn is_synced(&self) -> bool {
+        lock(&self.index).is_synced()
+    }
+}
+
+#[async_trait]
+impl Kubernetes for KubeCluster {
+    async fn snapshot(&self) -> Result<ClusterSnapshot, KubeError> {
+        lock(&self.index).snapshot().map_err(KubeError::NotSynced)
+    }
+
+    async fn cordon(&self, node: &str, at: Timestamp) -> Result<(), KubeError> {
+        patch_node(&self.client, node, cordon_patch(at)).await?;
+        info!(node, at = %at, "cordoned node");
+        Ok(())
+    }
+
+    async fn uncordon(&self, node: &str) -> Result<(), KubeError> {
+        patch_node(&self.client, node, uncordon_patch()).await?;
+        info!(node, "uncordoned node");
+        Ok(())
+    }
+
+    async fn live_server_pods(&self, node: &str) -> Result<Vec<String>, KubeError> {
+        let (name, value) = &self.server_label;
+        let params = ListParams::default()
+            .labels(&format!("{name}={value}"))
+            .fields(&live_pods_field_selector(node));
+        let list = Api::<Pod>::all(self.client.clone())
+            .list(&params)
+            .await
+            .map_err(|e| api_error(format!("list server pods on node {node}"), e))?;
+        let mut keys: Vec<String> = list.items.iter().filter_map(pod_key).collect();
+        keys.sort();
+        debug!(node, count = keys.len(), "listed live server pods");
+        Ok(keys)
+    }
+
+    fn changes(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.changes.subscribe()
+    }
+}
+
+/// Builds the client configuration (see [`KubeCluster::connect`]).
+async fn client_config(
+    master_url: Option<&str>,
+    kubeconfig_path: Option<&std::path::Path>,
+) -> Result<kube::Config, KubeError> {
+    if master_url.is_none()
+        && kubeconfig_path.is_none()
+        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+    {
+        return kube::Config::incluster()
+            .map_err(|e| KubeError::Client(format!("in-cluster configuration: {e}")));
+    }
+    let options = KubeConfigOptions::default();
+    let loaded = match kubeconfig_path {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                KubeError::Client(format!("reading kubeconfig {}: {e}", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| KubeError::Client(format!("kubeconfig {}: {e}", path.display())))
+        }
+        None => kube::Config::from_kubeconfig(&options).await.map_err(|e| {
+            KubeError::Client(format!("kubeconfig from KUBECONFIG or ~/.kube/config: {e}"))
+        }),
+    };
+    let Some(url) = master_url else {
+        return loaded;
+    };
+    let uri = url
+        .parse()
+        .map_err(|e| KubeError::Client(format!("master URL {url:?}: {e}")))?;
+    match loaded {
+        Ok(mut config) => {
+            config.cluster_url = uri;
+            Ok(config)
+        }
+        // An explicit kubeconfig path that fails is an error; with only a master URL, no
+        // kubeconfig is fine (the Go client did the same).
+        Err(e) if kubeconfig_path.is_none() => {
+            warn!(
+                server = url,
+                reason = %e,
+                "no usable kubeconfig; connecting to the master URL without credentials"
+            );
+            Ok(kube::Config::new(uri))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Locks the index. A panic while holding the lock cannot leave it half-updated in a way a
+/// reader could misuse (every update is a single map operation or a swap), so poisoning is
+/// ignored rather than propagated as a panic.
+fn lock(index: &Mutex<ClusterIndex>) -> MutexGuard<'_, ClusterIndex> {
+    index.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why a watch stream yielded no event.
+#[derive(Debug, thiserror::Error)]
+enum WatchFailure {
+    /// The watcher reported an error (list, watch start, watch stream, or an API status).
+    #[error(transparent)]
+    Watcher(#[from] watcher::Error),
+    /// The watcher stream ended, which kube's watcher never does; handled like an error.
+    #[error("watch stream ended")]
+    Ended,
+}
+
+type WatchItem<K> = Result<Event<K>, WatchFailure>;
+
+/// State of [`relisting_watcher`].
+struct Relisting<K: 'static> {
+    api: Api<K>,
+    config: watcher::Config,
+    /// The running watcher; `None` after a failure, so the next poll starts a fresh one.
+    current: Option<BoxStream<'static, Result<Event<K>, watcher::Error>>>,
+    /// An event read ahead while holding back an `Init`.
+    pending: Option<WatchItem<K>>,
+}
+
+/// A watcher that starts over with a full list after every error.
+///
+/// kube's watcher resumes from the last resourceVersion after most errors, without a relist;
+/// a cache marked stale on error would then never see the `InitDone` that marks it synced
+/// again. Restarting forces that relist. The caller's backoff paces the restarts: it delays
+/// the poll after an error, which is the one that creates the fresh watcher.
+///
+/// A fresh watcher's `Init` comes before its list request, and a backoff resets on every
+/// success, so passing `Init` on at once would reset the backoff before each failing list
+/// and keep retries at the initial delay while the API server is down. `Init` is therefore
+/// held back until the list has answered: a failure then replaces it.
+fn relisting_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = WatchItem<K>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let state = Relisting {
+        api,
+        config,
+        current: None,
+        pending: None,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if let Some(item) = st.pending.take() {
+            return Some((item, st));
+        }
+        let mut stream = match st.current.take() {
+            Some(stream) => stream,
+            None => watcher(st.api.clone(), st.config.clone()).boxed(),
+        };
+        let item = next_item(&mut stream).await;
+        let item = match item {
+            Ok(Event::Init) => match next_item(&mut stream).await {
+                Ok(next) => {
+                    st.pending = Some(Ok(next));
+                    Ok(Event::Init)
+                }
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        if item.is_ok() {
+            st.current = Some(stream);
+        }
+        Some((item, st))
+    })
+}
+
+/// The next event of a watcher stream; its end counts as a failure.
+async fn next_item<K>(
+    stream: &mut BoxStream<'static, Result<Event<K>, watcher::Error>>,
+) -> WatchItem<K> {
+    match stream.next().await {
+        Some(Ok(event)) => Ok(event),
+        Some(Err(e)) => Err(WatchFailure::Watcher(e)),
+        None => Err(WatchFailure::Ended),
+    }
+}
+
+/// Feeds one watch into the index until the task is aborted; never returns on its own.
+async fn run_watch<K>(
+    resource: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    index: Arc<Mutex<ClusterIndex>>,
+    changes: broadcast::Sender<ChangeEvent>,
+    apply: fn(&mut ClusterIndex, Event<K>) -> Vec<ChangeEvent>,
+    desync: fn(&mut ClusterIndex, String),
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let stream = relisting_watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => {
+                let done = matches!(event, Event::InitDone);
+                let (events, (nodes, pods), all_synced) = {
+                    let mut idx = lock(&index);
+                    let events = apply(&mut idx, event);
+                    (events, idx.counts(), idx.is_synced())
+                };
+                if done {
+                    info!(resource, nodes, pods, all_synced, "watch cache (re)listed");
+                }
+                for event in events {
+                    // No receiver is not an error: nobody is waiting for changes yet.
+                    let _ = changes.send(event);
+                }
+            }
+            Err(err) => {
+                warn!(
+                    resource,
+                    error = %err,
+                    "watch failed; snapshots are refused until a full relist completes (retrying with backoff)"
+                );
+                desync(&mut lock(&index), err.to_string());
+            }
+        }
+    }
+    error!(
+        resource,
+        "watch stream ended unexpectedly; the cache stays stale"
+    );
+}
+
+/// Sends one merge patch to a node.
+async fn patch_node(client: &Client, node: &str, patch: Value) -> Result<(), KubeError> {
+    Api::<Node>::all(client.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| api_error(format!("patch node {node}"), e))?;
+    Ok(())
+}
+
+fn api_error(op: String, err: kube::Error) -> KubeError {
+    KubeError::Api {
+        op,
+        source: Box::new(err),
+    }
+}
+
+/// Merge patch that cordons a node and marks it as kubescaler's, cordoned at `at`: one
+/// request, so the mark and the cordon cannot be separated.
+pub fn cordon_patch(at: Timestamp) -> Value {
+    json!({
+        "metadata": {
+            "annotations": {
+                CORDONED_BY_ANNOTATION: CORDONED_BY_VALUE,
+                TIMESTAMP_ANNOTATION: rfc3339_utc(at),
+            }
+        },
+        "spec": { "unschedulable": true }
+    })
+}
+
+/// Merge patch that uncordons a node and removes kubescaler's marks (`null` deletes a key in
+/// a JSON merge patch).
+pub fn uncordon_patch() -> Value {
+    json!({
+        "metadata": {
+            "annotations": {
+                CORDONED_BY_ANNOTATION: null,
+                TIMESTAMP_ANNOTATION: null,
+            }
+        },
+        "spec": { "unschedulable": false }
+    })
+}
+
+/// RFC 3339 in UTC at second precision, the format the Go version wrote (`time.RFC3339`), so
+/// nodes cordoned by either version read the same.
+fn rfc3339_utc(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Field selector of the live server pod check: bound to `node` and not terminal.
+fn live_pods_field_selector(node: &str) -> String {
+    format!("spec.nodeName={node},{NON_TERMINAL_PODS}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cordon_patch_sets_unschedulable_and_both_marks() {
+        let at: Timestamp = "2024-05-01T10:00:00.123456Z".parse().unwrap();
+        assert_eq!(
+            cordon_patch(at),
+            json!({
+                "metadata": {"annotations": {
+                    "kubescaler/cordoned-by": "kubescaler",
+                    "kubescaler/timestamp": "2024-05-01T10:00:00Z",
+                }},
+                "spec": {"unschedulable": true}
+            })
+        );
+    }
+
+    #[test]
+    fn uncordon_patch_clears_unschedulable_and_removes_marks() {
+        assert_eq!(
+            uncordon_patch(),
+            json!({
+                "metadata": {"annotations": {
+                    "kubescaler/cordoned-by": null,
+                    "kubescaler/timestamp": null,
+                }},
+                "spec": {"unschedulable": false}
+            })
+        );
+    }
+
+    #[test]
+    fn cordon_timestamp_round_trips_through_the_planners_parse() {
+        let at: Timestamp = "2024-05-01T10:00:59Z".parse().unwrap();
+        let written = rfc3339_utc(at);
+        assert_eq!(written.parse::<Timestamp>().unwrap(), at);
+    }
+
+    #[test]
+    fn live_pod_check_selects_the_node_and_excludes_terminal_pods() {
+        assert_eq!(
+            live_pods_field_selector("n1"),
+            "spec.nodeName=n1,status.phase!=Succeeded,status.phase!=Failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn explicit_kubeconfig_path_that_does_not_exist_is_a_client_error() {
+        let err = client_config(None, Some(std::path::Path::new("/nonexistent/kubeconfig")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, KubeError::Client(m) if m.contains("/nonexistent/kubeconfig")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn master_url_overrides_the_kubeconfig_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters:\n- name: k\n  cluster:\n    server: https://from-file.example:6443\n\
+             contexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: t\n",
+        )
+        .unwrap();
+        let plain = client_config(None, Some(&path)).await.unwrap();
+        assert_eq!(
+            plain.cluster_url.to_string(),
+            "https://from-file.example:6443/"
+        );
+        let overridden = client_config(Some("https://override.example:8443"), Some(&path))
+            .await
+            .unwrap();
+        assert_eq!(
+            overridden.cluster_url.to_string(),
+            "https://override.example:8443/"
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The `Kubernetes` side of kubescaler: what it reads of the cluster and the few writes it
+//! makes (cordon, uncordon). The kube-rs implementation lives in a submodule; tests use the
+//! mockall fake generated here.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio::sync::broadcast;
+
+use crate::model::ClusterSnapshot;
+
+pub mod index;
+pub mod kube;
+
+pub use self::index::ClusterIndex;
+pub use self::kube::KubeCluster;
+
+/// Something changed that may change the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeEvent {
+    /// A selector-matched node was added, changed or removed.
+    Node(String),
+    /// A server pod was added, bound, finished or removed.
+    ServerPod(String),
+    /// The caches were (re)built from a full list.
+    Resynced,
+}
+
+/// Errors of the Kubernetes side.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The caches are not (yet, or no longer) in sync with the API server; planning now would
+    /// act on a partial view.
+    #[error("cluster caches are not synced yet: {0}")]
+    NotSynced(String),
+    /// An API call failed.
+    #[error("kubernetes API call {op} failed: {source}")]
+    Api {
+        /// What was attempted, e.g. `patch node n1`.
+        op: String,
+        /// The client error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The client could not be built.
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// What kubescaler needs of a Kubernetes cluster.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Kubernetes: Send + Sync {
+    /// The pool as of now: selector-matched nodes, the pods bound to them, unbound server pods.
+    async fn snapshot(&self) -> Result<ClusterSnapshot, KubeError>;
+
+    /// Cordons `node` and marks it as cordoned by kubescaler at `at`, in one patch.
+    async fn cordon(&self, node: &str, at: Timestamp) -> Result<(), KubeError>;
+
+    /// Uncordons `node` and removes kubescaler's marks, in one patch.
+    async fn uncordon(&self, node: &str) -> Result<(), KubeError>;
+
+    /// Server pods bound to `node` that are not terminal, read live from the API server (not
+    /// from a cache): the last check before a node is deleted.
+    async fn live_server_pods(&self, node: &str) -> Result<Vec<String>, KubeError>;
+
+    /// A receiver of change events; each call subscribes anew.
+    fn changes(&self) -> broadcast::Receiver<ChangeEvent>;
+}

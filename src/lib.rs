@@ -1,0 +1,18 @@
+//! kubescaler: scales a Kubernetes node pool for stateful dedicated game servers.
+//!
+//! The scaling decision is a pure function ([`planner::plan`]) from a [`model::ClusterSnapshot`],
+//! the pool's target size, the time and the [`config::Config`] to a [`planner::Plan`]. All I/O
+//! sits behind two traits, [`kubernetes::Kubernetes`] and [`provider::NodePoolProvider`], driven
+//! by the loop in [`scaler`].
+
+pub mod cli;
+pub mod config;
+pub mod kubernetes;
+pub mod logging;
+pub mod model;
+pub mod planner;
+pub mod provider;
+pub mod quantity;
+pub mod scaler;
+pub mod scheduling;
+pub mod selector;

@@ -1,0 +1,229 @@
+//! The compact view of the cluster the planner works on: what the scheduler needs to know of
+//! each node and pod, and nothing more (the watch caches hold only this).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+/// Annotation holding the RFC 3339 UTC time kubescaler cordoned a node (the Go version's key).
+pub const TIMESTAMP_ANNOTATION: &str = "kubescaler/timestamp";
+/// Annotation marking that kubescaler itself cordoned the node. Without it, a cordoned node
+/// belongs to someone else and is never touched.
+pub const CORDONED_BY_ANNOTATION: &str = "kubescaler/cordoned-by";
+/// Value of [`CORDONED_BY_ANNOTATION`].
+pub const CORDONED_BY_VALUE: &str = "kubescaler";
+
+/// Schedulable resource amounts, in the scheduler's units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Resources {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    /// Component-wise sum, saturating.
+    pub fn saturating_add(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+    /// Component-wise difference, floored at zero.
+    pub fn saturating_sub(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+        }
+    }
+    /// Component-wise maximum.
+    pub fn max(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.max(other.cpu_millis),
+            memory_bytes: self.memory_bytes.max(other.memory_bytes),
+        }
+    }
+}
+
+/// Taint effect, as on a Node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum TaintEffect {
+    /// New pods that do not tolerate it are not scheduled.
+    NoSchedule,
+    /// Scheduler tries to avoid the node; does not block a fit.
+    PreferNoSchedule,
+    /// Not scheduled, and running pods that do not tolerate it are evicted.
+    NoExecute,
+}
+
+impl FromStr for TaintEffect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "NoSchedule" => Ok(Self::NoSchedule),
+            "PreferNoSchedule" => Ok(Self::PreferNoSchedule),
+            "NoExecute" => Ok(Self::NoExecute),
+            other => Err(format!(
+                "unknown taint effect {other:?} (allowed: NoSchedule, PreferNoSchedule, NoExecute)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TaintEffect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoSchedule => "NoSchedule",
+            Self::PreferNoSchedule => "PreferNoSchedule",
+            Self::NoExecute => "NoExecute",
+        })
+    }
+}
+
+/// A node taint.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Taint {
+    /// Taint key.
+    pub key: String,
+    /// Taint value (may be empty).
+    pub value: String,
+    /// Taint effect.
+    pub effect: TaintEffect,
+}
+
+/// A toleration of the server pods, in the scheduler's semantics: with `value: None` it is
+/// operator `Exists`; an empty key with `Exists` tolerates every taint; no effect matches all.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Toleration {
+    /// Taint key it matches; empty with `value: None` means every key.
+    pub key: String,
+    /// `Some(v)`: operator Equal with value v; `None`: operator Exists.
+    pub value: Option<String>,
+    /// Effect it matches; `None` matches every effect.
+    pub effect: Option<TaintEffect>,
+}
+
+impl Toleration {
+    /// Whether this toleration tolerates `taint` (the scheduler's `ToleratesTaint`).
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if let Some(effect) = self.effect {
+            if effect != taint.effect {
+                return false;
+            }
+        }
+        match &self.value {
+            None => self.key.is_empty() || self.key == taint.key,
+            Some(v) => self.key == taint.key && *v == taint.value,
+        }
+    }
+}
+
+impl FromStr for Toleration {
+    type Err = String;
+    /// Parses `*`, `key`, `key:Effect`, `key=value` or `key=value:Effect`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "*" {
+            return Ok(Toleration {
+                key: String::new(),
+                value: None,
+                effect: None,
+            });
+        }
+        let (kv, effect) = match s.rsplit_once(':') {
+            Some((kv, e)) => (kv, Some(e.parse::<TaintEffect>()?)),
+            None => (s, None),
+        };
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (kv, None),
+        };
+        if key.is_empty() {
+            return Err(format!(
+                "toleration {s:?} has no key (allowed: *, key, key:Effect, key=value, key=value:Effect)"
+            ));
+        }
+        Ok(Toleration {
+            key: key.to_string(),
+            value,
+            effect,
+        })
+    }
+}
+
+impl fmt::Display for Toleration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() && self.value.is_none() && self.effect.is_none() {
+            return f.write_str("*");
+        }
+        f.write_str(&self.key)?;
+        if let Some(v) = &self.value {
+            write!(f, "={v}")?;
+        }
+        if let Some(e) = self.effect {
+            write!(f, ":{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Toleration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One selector-matched node, as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    /// Node name.
+    pub name: String,
+    /// `spec.providerID` (e.g. `digitalocean://123`).
+    pub provider_id: Option<String>,
+    /// Labels the provider uses to map the node to its cloud instance.
+    pub labels: BTreeMap<String, String>,
+    /// `status.allocatable` cpu and memory.
+    pub allocatable: Resources,
+    /// `status.allocatable` pods.
+    pub allocatable_pods: u32,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// NoSchedule/NoExecute/PreferNoSchedule taints.
+    pub taints: Vec<Taint>,
+    /// Whether [`CORDONED_BY_ANNOTATION`] says kubescaler cordoned it.
+    pub cordoned_by_kubescaler: bool,
+    /// Raw [`TIMESTAMP_ANNOTATION`] value, parsed by the planner (a bad one is a warning).
+    pub cordon_timestamp: Option<String>,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<Timestamp>,
+}
+
+/// One pod that occupies a node or waits for one (terminal pods are not kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    /// `namespace/name`.
+    pub key: String,
+    /// `spec.nodeName`, `None` while unbound.
+    pub node: Option<String>,
+    /// Effective request as the scheduler computes it.
+    pub requests: Resources,
+    /// Carries the server label.
+    pub is_server: bool,
+    /// Owned by a DaemonSet: every new node will run one too.
+    pub is_daemon: bool,
+}
+
+/// Everything the planner needs from Kubernetes at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterSnapshot {
+    /// Selector-matched nodes.
+    pub nodes: Vec<NodeState>,
+    /// Pods bound to those nodes, plus unbound server pods.
+    pub pods: Vec<PodState>,
+}

@@ -1,0 +1,663 @@
+//! The imperative shell: reconciles on a tick and on change events, one pass at a time, runs
+//! the planner and carries out its plan through the two traits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::kubernetes::{KubeError, Kubernetes};
+use crate::planner::{self, Action, Plan, PlannerConfig};
+use crate::provider::{NodePoolProvider, ProviderError};
+
+/// How long a burst of change events is gathered into one reconcile.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+/// How long an in-flight pass may finish after a shutdown signal before it is abandoned.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// First retry delay after a failed pass; doubles per failure.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(120);
+/// A node whose deletion was accepted is not deleted again for this long (the cloud needs
+/// time to remove it; a second DELETE could lower the count twice).
+const DELETION_MEMORY: Duration = Duration::from_secs(600);
+
+/// Errors of one reconcile pass.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// Reading or writing the cluster failed.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    /// The cloud provider failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The provider answered a deletion with no result.
+    #[error("provider returned no result for deleting node {0}")]
+    MissingResult(String),
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The cloud provider could not be built.
+    #[error("cannot start cloud provider {name:?}: {source}")]
+    Provider {
+        /// Provider name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: ProviderError,
+    },
+    /// `cloud-provider` names no registered provider (validation normally catches this).
+    #[error("cloud-provider {0:?} is not registered")]
+    UnknownProvider(String),
+    /// The Kubernetes client could not be built.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    /// The runtime could not install a signal handler.
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[from] std::io::Error),
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// The plan that was computed.
+    pub plan: Plan,
+    /// Actions carried out (in dry-run: none).
+    pub executed: usize,
+    /// Deletions cancelled because the live re-check found a server pod.
+    pub cancelled_deletions: Vec<String>,
+}
+
+/// The scale loop.
+pub struct Scaler {
+    k8s: Arc<dyn Kubernetes>,
+    provider: Arc<dyn NodePoolProvider>,
+    planner: PlannerConfig,
+    tick: Duration,
+    dry_run: bool,
+    /// Nodes whose deletion the provider accepted, and when.
+    deleted: HashMap<String, Instant>,
+}
+
+impl Scaler {
+    /// A loop over these two sides with the settings in `config`.
+    pub fn new(
+        k8s: Arc<dyn Kubernetes>,
+        provider: Arc<dyn NodePoolProvider>,
+        config: &Config,
+    ) -> Self {
+        Scaler {
+            k8s,
+            provider,
+            planner: PlannerConfig::from(config),
+            tick: Duration::from_secs(config.scale_loop_tick_sec.max(1)),
+            dry_run: config.dry_run,
+            deleted: HashMap::new(),
+        }
+    }
+
+    /// One reconcile: snapshot, plan, act. Stops at the first failed action; the next pass
+    /// starts again from a fresh snapshot.
+    pub async fn reconcile(&mut self) -> Result<PassReport, ScaleError> {
+        let snapshot = self.k8s.snapshot().await?;
+        let target = self.provider.target_size().await?;
+        let now = Timestamp::now();
+        let mut plan = planner::plan(&snapshot, target, now, &self.planner);
+
+        let s = &plan.summary;
+        info!(
+            target = s.target_size,
+            nodes = s.registered_nodes,
+            active = s.active_nodes,
+            provisioning = s.provisioning_nodes,
+            booting = s.booting_nodes,
+            cordoned_by_kubescaler = s.cordoned_by_kubescaler,
+            cordoned_by_others = s.cordoned_by_others,
+            free_slots = s.free_slots,
+            incoming_slots = s.incoming_slots,
+            pending_servers = s.pending_servers,
+            available = s.available_slots,
+            buffer = s.buffer,
+            actions = plan.actions.len(),
+            "planned"
+        );
+        for w in &plan.warnings {
+            warn!(warning = %w, "planner warning");
+        }
+
+        let deleted_at = Instant::now();
+        self.deleted
+            .retain(|_, at| deleted_at.duration_since(*at) < DELETION_MEMORY);
+        plan.actions.retain(|a| match a {
+            Action::Delete { node, .. } if self.deleted.contains_key(&node.name) => {
+                debug!(node = %node.name, "deletion already accepted by the provider; waiting for it");
+                false
+            }
+            _ => true,
+        });
+
+        let mut report = PassReport {
+            plan: plan.clone(),
+            ..PassReport::default()
+        };
+        for action in &plan.actions {
+            let kind = action.kind().as_str();
+            let node = action.node().unwrap_or("");
+            info!(
+                action = kind,
+                node,
+                reason = action.reason(),
+                dry_run = self.dry_run,
+                "action"
+            );
+            if self.dry_run {
+                continue;
+            }
+            match action {
+                Action::Uncordon { node, .. } => self.k8s.uncordon(node).await?,
+                Action::Grow { to, .. } => self.provider.grow_to(*to).await?,
+                Action::Cordon { node, .. } => self.k8s.cordon(node, now).await?,
+                Action::Delete { node, .. } => {
+                    // The snapshot may be a moment old: ask the API server itself.
+                    let live = self.k8s.live_server_pods(&node.name).await?;
+                    if !live.is_empty() {
+                        warn!(node = %node.name, servers = ?live, "deletion cancelled: server pods on the node");
+                        report.cancelled_deletions.push(node.name.clone());
+                        continue;
+                    }
+                    let result = self
+                        .provider
+                        .delete_nodes(std::slice::from_ref(node))
+                        .await
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| ScaleError::MissingResult(node.name.clone()))?;
+                    result?;
+                    self.deleted.insert(node.name.clone(), Instant::now());
+                }
+            }
+            report.executed += 1;
+        }
+        Ok(report)
+    }
+
+    /// Runs until `shutdown` completes: a pass at start, then on every tick and after every
+    /// burst of change events; failed passes are retried with exponential backoff.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut changes = Some(self.k8s.changes());
+        let mut failures: u32 = 0;
+        let mut next = Instant::now();
+        let mut pass: u64 = 0;
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep_until(next) => {}
+                event = recv(&mut changes), if changes.is_some() && failures == 0 => {
+                    match event {
+                        Some(event) => debug!(?event, "change"),
+                        None => {
+                            warn!("change events closed; reconciling on the tick only");
+                            changes = None;
+                            continue;
+                        }
+                    }
+                    // Gather the burst, then drain what queued up meanwhile.
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(DEBOUNCE) => {}
+                    }
+                    if let Some(rx) = changes.as_mut() {
+                        while !matches!(rx.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty | tokio::sync::broadcast::error::TryRecvError::Closed)) {}
+                    }
+                }
+            }
+
+            pass += 1;
+            let span = info_span!("reconcile", pass, dry_run = self.dry_run);
+            let tick = self.tick;
+            let result = {
+                let fut = self.reconcile().instrument(span.clone());
+                tokio::pin!(fut);
+                tokio::select! {
+                    r = &mut fut => Some(r),
+                    _ = &mut shutdown => {
+                        info!("shutdown requested: letting the pass finish for up to {SHUTDOWN_GRACE:?}");
+                        match tokio::time::timeout(SHUTDOWN_GRACE, fut).await {
+                            Ok(r) => { log_result(&r, &span); }
+                            Err(_) => warn!("shutdown: in-flight pass abandoned"),
+                        }
+                        None
+                    }
+                }
+            };
+            let Some(result) = result else { break };
+            log_result(&result, &span);
+            if result.is_ok() {
+                failures = 0;
+                next = Instant::now() + tick;
+            } else {
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures);
+                span.in_scope(|| warn!(failures, retry_in = ?delay, "pass failed; retrying"));
+                next = Instant::now() + delay;
+            }
+        }
+        info!("scale loop stopped");
+    }
+}
+
+fn log_result(result: &Result<PassReport, ScaleError>, span: &tracing::Span) {
+    span.in_scope(|| match result {
+        Ok(r) => debug!(
+            executed = r.executed,
+            cancelled = r.cancelled_deletions.len(),
+            "pass done"
+        ),
+        Err(e) => error!(error = %e, "pass failed"),
+    });
+}
+
+/// Delay before retry number `failures` (1-based).
+fn backoff(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// Next change event; a lagged receiver still means "something changed". `None`: closed.
+async fn recv(
+    rx: &mut Option<tokio::sync::broadcast::Receiver<crate::kubernetes::ChangeEvent>>,
+) -> Option<crate::kubernetes::ChangeEvent> {
+    let rx = rx.as_mut()?;
+    match rx.recv().await {
+        Ok(e) => Some(e),
+        Err(RecvError::Lagged(_)) => Some(crate::kubernetes::ChangeEvent::Resynced),
+        Err(RecvError::Closed) => None,
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() -> Result<impl Future<Output = ()>, std::io::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+    })
+}
+
+/// Runs the daemon: builds the cloud provider and the Kubernetes side from `config`, then the
+/// scale loop until SIGTERM/SIGINT.
+pub async fn run_daemon(config: Config) -> Result<(), DaemonError> {
+    let spec = crate::provider::lookup(&config.cloud_provider)
+        .ok_or_else(|| DaemonError::UnknownProvider(config.cloud_provider.clone()))?;
+    let provider: Arc<dyn NodePoolProvider> = Arc::from((spec.build)(&config).map_err(
+        |source| DaemonError::Provider {
+            name: config.cloud_provider.clone(),
+            source,
+        },
+    )?);
+    let k8s: Arc<dyn Kubernetes> =
+        Arc::new(crate::kubernetes::KubeCluster::connect(&config).await?);
+    let shutdown = shutdown_signal().await?;
+    info!(
+        provider = %config.cloud_provider,
+        cluster = %config.cluster_name,
+        pool = %config.node_pool_name,
+        dry_run = config.dry_run,
+        "kubescaler starting"
+    );
+    Scaler::new(k8s, provider, &config).run(shutdown).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubernetes::{ChangeEvent, MockKubernetes};
+    use crate::model::{ClusterSnapshot, NodeState, PodState, Resources};
+    use crate::provider::MockNodePoolProvider;
+    use mockall::Sequence;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::broadcast;
+
+    fn config(dry_run: bool) -> Config {
+        Config {
+            cloud_provider: "digitalocean".into(),
+            cloud_provider_token: None,
+            cloud_provider_token_file: None,
+            cluster_name: "c".into(),
+            node_pool_name: "p".into(),
+            node_selector: "role=game".into(),
+            cluster_kube_config_master_url: None,
+            cluster_kube_config_path: None,
+            minimum_node_pool_size: 1,
+            maximum_node_pool_size: 10,
+            server_pod_label_name: "app".into(),
+            server_pod_label_value: "game".into(),
+            buffer_slot_size: 4,
+            scale_loop_tick_sec: 10,
+            server_cpu_resource_request: 1000,
+            server_memory_resource_request: None,
+            server_pod_tolerations: vec![],
+            empty_node_expiration_sec: 120,
+            node_boot_timeout_sec: 600,
+            dry_run,
+            log_format: crate::config::LogFormat::Text,
+            log_level: "info".into(),
+            node_template: None,
+        }
+    }
+
+    fn node(name: &str, ready: bool, ours_since: Option<i64>) -> NodeState {
+        let now = Timestamp::now();
+        NodeState {
+            name: name.into(),
+            provider_id: None,
+            labels: BTreeMap::new(),
+            allocatable: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 1 << 34,
+            },
+            allocatable_pods: 110,
+            ready,
+            unschedulable: ours_since.is_some(),
+            taints: vec![],
+            cordoned_by_kubescaler: ours_since.is_some(),
+            cordon_timestamp: ours_since
+                .map(|s| (now - jiff::SignedDuration::from_secs(s)).to_string()),
+            created: Some(now - jiff::SignedDuration::from_secs(7200)),
+        }
+    }
+
+    fn servers(node: &str, n: usize) -> Vec<PodState> {
+        (0..n)
+            .map(|i| PodState {
+                key: format!("g/{node}-{i}"),
+                node: Some(node.into()),
+                requests: Resources {
+                    cpu_millis: 1000,
+                    memory_bytes: 0,
+                },
+                is_server: true,
+                is_daemon: false,
+            })
+            .collect()
+    }
+
+    /// a full, b cordoned by us with 3 servers (1 free), c ours, not ready, empty, expired:
+    /// uncordon b, grow, delete c.
+    fn busy_pool() -> ClusterSnapshot {
+        let mut pods = servers("a", 4);
+        pods.extend(servers("b", 3));
+        ClusterSnapshot {
+            nodes: vec![
+                node("a", true, None),
+                node("b", true, Some(30)),
+                node("c", false, Some(3600)),
+            ],
+            pods,
+        }
+    }
+
+    fn kube_with(snapshot: ClusterSnapshot) -> (MockKubernetes, broadcast::Sender<ChangeEvent>) {
+        let (tx, _) = broadcast::channel(64);
+        let mut k = MockKubernetes::new();
+        let sub = tx.clone();
+        k.expect_changes().returning(move || sub.subscribe());
+        k.expect_snapshot().returning(move || Ok(snapshot.clone()));
+        (k, tx)
+    }
+
+    fn scaler(k: MockKubernetes, p: MockNodePoolProvider, dry_run: bool) -> Scaler {
+        Scaler::new(Arc::new(k), Arc::new(p), &config(dry_run))
+    }
+
+    #[tokio::test]
+    async fn actions_run_in_order_uncordon_grow_then_recheck_and_delete() {
+        let mut seq = Sequence::new();
+        let (mut k, _tx) = kube_with(busy_pool());
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(3));
+        k.expect_uncordon()
+            .withf(|n| n == "b")
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        p.expect_grow_to()
+            .withf(|t| *t == 4)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        k.expect_live_server_pods()
+            .withf(|n| n == "c")
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(vec![]));
+        p.expect_delete_nodes()
+            .withf(|n| n.len() == 1 && n[0].name == "c")
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|n| n.iter().map(|_| Ok(())).collect());
+        let report = scaler(k, p, false)
+            .reconcile()
+            .await
+            .expect("pass succeeds");
+        assert_eq!(report.executed, 3);
+    }
+
+    #[tokio::test]
+    async fn surplus_is_cordoned_before_expired_nodes_are_deleted() {
+        // 11 free slots, buffer 4: one whole node (4 slots) of surplus.
+        let mut seq = Sequence::new();
+        let snapshot = ClusterSnapshot {
+            nodes: vec![
+                node("a", true, None),
+                node("b", true, None),
+                node("c", true, None),
+                node("old", true, Some(3600)),
+            ],
+            pods: servers("a", 1),
+        };
+        let (mut k, _tx) = kube_with(snapshot);
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(|| Ok(4));
+        k.expect_cordon()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        k.expect_live_server_pods()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(vec![]));
+        p.expect_delete_nodes()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|n| n.iter().map(|_| Ok(())).collect());
+        scaler(k, p, false)
+            .reconcile()
+            .await
+            .expect("pass succeeds");
+    }
+
+    #[tokio::test]
+    async fn server_pod_found_by_live_recheck_cancels_the_deletion() {
+        let (mut k, _tx) = kube_with(busy_pool());
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(|| Ok(3));
+        k.expect_uncordon().returning(|_| Ok(()));
+        p.expect_grow_to().returning(|_| Ok(()));
+        k.expect_live_server_pods()
+            .returning(|_| Ok(vec!["g/just-scheduled".to_string()]));
+        p.expect_delete_nodes().times(0);
+        let report = scaler(k, p, false)
+            .reconcile()
+            .await
+            .expect("pass succeeds");
+        assert_eq!(report.cancelled_deletions, vec!["c".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn dry_run_plans_but_calls_no_mutation() {
+        let (mut k, _tx) = kube_with(busy_pool());
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(|| Ok(3));
+        k.expect_uncordon().times(0);
+        k.expect_cordon().times(0);
+        k.expect_live_server_pods().times(0);
+        p.expect_grow_to().times(0);
+        p.expect_delete_nodes().times(0);
+        let report = scaler(k, p, true).reconcile().await.expect("pass succeeds");
+        assert_eq!(report.plan.actions.len(), 3);
+        assert_eq!(report.executed, 0);
+    }
+
+    #[tokio::test]
+    async fn accepted_deletion_is_not_requested_twice() {
+        let (mut k, _tx) = kube_with(busy_pool());
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(|| Ok(3));
+        k.expect_uncordon().returning(|_| Ok(()));
+        p.expect_grow_to().returning(|_| Ok(()));
+        k.expect_live_server_pods().returning(|_| Ok(vec![]));
+        p.expect_delete_nodes()
+            .times(1)
+            .returning(|n| n.iter().map(|_| Ok(())).collect());
+        let mut s = scaler(k, p, false);
+        s.reconcile().await.expect("first pass");
+        s.reconcile().await.expect("second pass");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn provider_error_is_retried_with_backoff_and_the_loop_survives() {
+        let (k, _tx) = kube_with(ClusterSnapshot {
+            nodes: vec![node("a", true, None), node("b", true, None)],
+            pods: servers("a", 4),
+        });
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(move || {
+            // Fails twice, then works.
+            if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(ProviderError::Api {
+                    provider: "test",
+                    op: "get pool".into(),
+                    message: "503".into(),
+                })
+            } else {
+                Ok(2)
+            }
+        });
+        let s = scaler(k, p, false);
+        // Backoff 0.5 s then 1 s: the third attempt comes well before the 10 s tick.
+        s.run(tokio::time::sleep(Duration::from_secs(3))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_change_events_is_one_reconcile() {
+        let (k, tx) = kube_with(ClusterSnapshot {
+            nodes: vec![node("a", true, None), node("b", true, None)],
+            pods: servers("a", 4),
+        });
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(2)
+        });
+        let s = scaler(k, p, false);
+        let burst = async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for i in 0..20 {
+                let _ = tx.send(ChangeEvent::ServerPod(format!("g/{i}")));
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        };
+        s.run(burst).await;
+        // One pass at start, one for the burst; the tick (10 s) has not come.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tick_reconciles_without_events() {
+        let (k, _tx) = kube_with(ClusterSnapshot::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(1)
+        });
+        p.expect_grow_to().returning(|_| Ok(()));
+        scaler(k, p, false)
+            .run(tokio::time::sleep(Duration::from_secs(35)))
+            .await;
+        // At 0, 10, 20 and 30 s.
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    /// A cloud whose resize call never answers.
+    struct HangingProvider;
+
+    #[async_trait::async_trait]
+    impl NodePoolProvider for HangingProvider {
+        async fn target_size(&self) -> Result<u32, ProviderError> {
+            // Below the minimum of 1: the pass must grow, and the grow hangs.
+            Ok(0)
+        }
+        async fn grow_to(&self, _: u32) -> Result<(), ProviderError> {
+            std::future::pending().await
+        }
+        async fn delete_nodes(
+            &self,
+            nodes: &[crate::provider::NodeRef],
+        ) -> Vec<Result<(), ProviderError>> {
+            nodes.iter().map(|_| Ok(())).collect()
+        }
+        async fn nodes(&self) -> Result<Vec<crate::provider::ProviderNode>, ProviderError> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_abandons_a_stuck_pass_within_the_grace() {
+        let (k, _tx) = kube_with(ClusterSnapshot::default());
+        let s = Scaler::new(Arc::new(k), Arc::new(HangingProvider), &config(false));
+        let started = Instant::now();
+        s.run(tokio::time::sleep(Duration::from_millis(100))).await;
+        let took = Instant::now() - started;
+        assert!(took >= SHUTDOWN_GRACE, "waited for the pass: {took:?}");
+        assert!(
+            took <= Duration::from_millis(200) + SHUTDOWN_GRACE,
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(2));
+        assert_eq!(backoff(100), BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,50 @@
+//! Shared gate for the tests that need the real local control plane.
+//!
+//! They run only against the API server named by `KUBESCALER_E2E_KUBECONFIG` (written by
+//! `hack/controlplane.sh start`), never against whatever cluster a developer's own
+//! `KUBECONFIG` points at: they create and delete Node objects. Without it they skip with a
+//! message on stderr (written past libtest's capture, so it shows in a plain `cargo test`);
+//! with `KUBESCALER_E2E_REQUIRED=1` (CI) they fail instead.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The environment variable naming the test control plane's kubeconfig.
+pub const KUBECONFIG_ENV: &str = "KUBESCALER_E2E_KUBECONFIG";
+
+/// The test control plane's kubeconfig path, or `None` (after saying how to get one) to skip.
+pub fn kubeconfig_or_skip(test: &str) -> Option<PathBuf> {
+    let required = std::env::var("KUBESCALER_E2E_REQUIRED").as_deref() == Ok("1");
+    match std::env::var_os(KUBECONFIG_ENV) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => {
+            assert!(
+                !required,
+                "{test}: KUBESCALER_E2E_REQUIRED=1 but {KUBECONFIG_ENV} is not set: the real \
+                 control plane did not start"
+            );
+            // Past the capture on purpose: a skipped test must say so in plain `cargo test`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: needs the local control plane; run `bash hack/build-controlplane.sh \
+                 && eval \"$(bash hack/controlplane.sh start)\"` then `cargo test` again (see README)"
+            );
+            None
+        }
+    }
+}
+
+/// A client for the test control plane, or `None` to skip.
+pub async fn client_or_skip(test: &str) -> Option<Client> {
+    let path = kubeconfig_or_skip(test)?;
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .unwrap_or_else(|e| panic!("{test}: read {}: {e}", path.display()));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{test}: kubeconfig {}: {e}", path.display()));
+    Some(Client::try_from(config).unwrap_or_else(|e| panic!("{test}: client: {e}")))
+}

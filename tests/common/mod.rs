@@ -1,0 +1,130 @@
+//! Builders for planner inputs shared by the planner tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use kubescaler::config::NodeTemplate;
+use kubescaler::model::{ClusterSnapshot, NodeState, PodState, Resources};
+use kubescaler::planner::PlannerConfig;
+
+/// 1 CPU = 1000 millicores.
+pub const CPU: u64 = 1000;
+/// 1 GiB.
+pub const GIB: u64 = 1 << 30;
+
+/// A fixed "now" so plans are reproducible.
+pub fn now() -> Timestamp {
+    "2026-11-26T12:00:00Z".parse().expect("valid time")
+}
+
+/// `now` minus `secs` seconds.
+pub fn ago(secs: i64) -> Timestamp {
+    now()
+        .checked_sub(jiff::SignedDuration::from_secs(secs))
+        .expect("in range")
+}
+
+/// Settings: min 1, max 10, buffer 4, 1 CPU servers, 120 s expiration.
+pub fn cfg() -> PlannerConfig {
+    PlannerConfig {
+        min_nodes: 1,
+        max_nodes: 10,
+        buffer: 4,
+        slot: Resources {
+            cpu_millis: CPU,
+            memory_bytes: 0,
+        },
+        tolerations: vec![],
+        empty_node_expiration_sec: 120,
+        node_boot_timeout_sec: 600,
+        node_template: None,
+    }
+}
+
+/// A 4-CPU node template.
+pub fn template() -> NodeTemplate {
+    NodeTemplate {
+        cpu_millis: 4 * CPU,
+        memory_bytes: 16 * GIB,
+        pods: 110,
+    }
+}
+
+/// A ready, schedulable node with `cpus` allocatable CPUs, created an hour ago.
+pub fn node(name: &str, cpus: u64) -> NodeState {
+    NodeState {
+        name: name.to_string(),
+        provider_id: Some(format!("digitalocean://{}", name.len())),
+        labels: BTreeMap::from([("role".to_string(), "game-servers".to_string())]),
+        allocatable: Resources {
+            cpu_millis: cpus * CPU,
+            memory_bytes: 16 * GIB,
+        },
+        allocatable_pods: 110,
+        ready: true,
+        unschedulable: false,
+        taints: vec![],
+        cordoned_by_kubescaler: false,
+        cordon_timestamp: None,
+        created: Some(ago(3600)),
+    }
+}
+
+/// `node` cordoned by kubescaler `secs_ago` seconds ago.
+pub fn ours(name: &str, cpus: u64, secs_ago: i64) -> NodeState {
+    NodeState {
+        unschedulable: true,
+        cordoned_by_kubescaler: true,
+        cordon_timestamp: Some(ago(secs_ago).to_string()),
+        ..node(name, cpus)
+    }
+}
+
+/// `node` cordoned by an administrator.
+pub fn foreign(name: &str, cpus: u64) -> NodeState {
+    NodeState {
+        unschedulable: true,
+        ..node(name, cpus)
+    }
+}
+
+/// A server pod requesting 1 CPU on `node` (None: pending).
+pub fn server(key: &str, node: Option<&str>) -> PodState {
+    PodState {
+        key: key.to_string(),
+        node: node.map(str::to_string),
+        requests: Resources {
+            cpu_millis: CPU,
+            memory_bytes: 0,
+        },
+        is_server: true,
+        is_daemon: false,
+    }
+}
+
+/// A non-server pod with `millis` CPU on `node`.
+pub fn other(key: &str, node: &str, millis: u64, daemon: bool) -> PodState {
+    PodState {
+        key: key.to_string(),
+        node: Some(node.to_string()),
+        requests: Resources {
+            cpu_millis: millis,
+            memory_bytes: 0,
+        },
+        is_server: false,
+        is_daemon: daemon,
+    }
+}
+
+/// `n` server pods on `node`.
+pub fn servers_on(node: &str, n: usize) -> Vec<PodState> {
+    (0..n)
+        .map(|i| server(&format!("games/{node}-s{i}"), Some(node)))
+        .collect()
+}
+
+/// A snapshot.
+pub fn snap(nodes: Vec<NodeState>, pods: Vec<PodState>) -> ClusterSnapshot {
+    ClusterSnapshot { nodes, pods }
+}
