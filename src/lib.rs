@@ -5,6 +5,8 @@
 //! sits behind two traits, [`kubernetes::Kubernetes`] and [`provider::NodePoolProvider`], driven
 //! by the loop in [`scaler`].
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod config;
 pub mod kubernetes;
