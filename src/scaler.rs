@@ -84,8 +84,13 @@ pub struct Scaler {
     tick: Duration,
     dry_run: bool,
     /// Nodes whose deletion the provider accepted, and when.
-    deleted: HashMap<String, Instant>,
+    deleted: HashMap<String, Timestamp>,
+    /// Wall clock for plans and marks; replaceable so a simulation can run on its own time.
+    clock: Clock,
 }
+
+/// A source of the current time.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 impl Scaler {
     /// A loop over these two sides with the settings in `config`.
@@ -101,7 +106,14 @@ impl Scaler {
             tick: Duration::from_secs(config.scale_loop_tick_sec.max(1)),
             dry_run: config.dry_run,
             deleted: HashMap::new(),
+            clock: Arc::new(Timestamp::now),
         }
+    }
+
+    /// Uses `clock` instead of the system time (simulations).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One reconcile: snapshot, plan, act. Stops at the first failed action; the next pass
@@ -109,7 +121,7 @@ impl Scaler {
     pub async fn reconcile(&mut self) -> Result<PassReport, ScaleError> {
         let snapshot = self.k8s.snapshot().await?;
         let target = self.provider.target_size().await?;
-        let now = Timestamp::now();
+        let now = (self.clock)();
         let mut plan = planner::plan(&snapshot, target, now, &self.planner);
 
         let s = &plan.summary;
@@ -133,9 +145,8 @@ impl Scaler {
             warn!(warning = %w, "planner warning");
         }
 
-        let deleted_at = Instant::now();
         self.deleted
-            .retain(|_, at| deleted_at.duration_since(*at) < DELETION_MEMORY);
+            .retain(|_, at| now.duration_since(*at).unsigned_abs() < DELETION_MEMORY);
         plan.actions.retain(|a| match a {
             Action::Delete { node, .. } if self.deleted.contains_key(&node.name) => {
                 debug!(node = %node.name, "deletion already accepted by the provider; waiting for it");
@@ -181,7 +192,7 @@ impl Scaler {
                         .next()
                         .ok_or_else(|| ScaleError::MissingResult(node.name.clone()))?;
                     result?;
-                    self.deleted.insert(node.name.clone(), Instant::now());
+                    self.deleted.insert(node.name.clone(), now);
                 }
             }
             report.executed += 1;
