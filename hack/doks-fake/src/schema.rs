@@ -60,7 +60,14 @@ pub const ANNOTATIONS: &[&str] = &[
 
 /// String formats the validator checks; integer and number formats are range checks.
 pub const FORMATS: &[&str] = &[
-    "uuid", "date-time", "uri", "cidr", "int32", "int64", "float", "double",
+    "uuid",
+    "date-time",
+    "uri",
+    "cidr",
+    "int32",
+    "int64",
+    "float",
+    "double",
 ];
 
 /// Which way a value travels: it decides what `readOnly` and `writeOnly` mean.
@@ -135,10 +142,8 @@ pub fn check_supported(schema: &Value, location: &str) -> Result<(), String> {
                 }
             }
             "items" | "not" => check_supported(value, &format!("{location}/{key}"))?,
-            "additionalProperties" => {
-                if !value.is_boolean() {
-                    check_supported(value, &format!("{location}/additionalProperties"))?;
-                }
+            "additionalProperties" if !value.is_boolean() => {
+                check_supported(value, &format!("{location}/additionalProperties"))?;
             }
             "allOf" | "anyOf" | "oneOf" => {
                 let Value::Array(subs) = value else {
@@ -337,7 +342,11 @@ fn check_string(map: &Map<String, Value>, s: &str, pointer: &str, out: &mut Vec<
     }
     if let Some(max) = map.get("maxLength").and_then(Value::as_u64) {
         if len > max {
-            push(out, pointer, format!("{s:?} is longer than {max} characters"));
+            push(
+                out,
+                pointer,
+                format!("{s:?} is longer than {max} characters"),
+            );
         }
     }
     if let Some(format) = map.get("format").and_then(Value::as_str) {
@@ -493,7 +502,11 @@ fn check_object(
     }
     if let Some(max) = map.get("maxProperties").and_then(Value::as_u64) {
         if count > max {
-            push(out, pointer, format!("has {count} properties, more than {max}"));
+            push(
+                out,
+                pointer,
+                format!("has {count} properties, more than {max}"),
+            );
         }
     }
     let props = map.get("properties").and_then(Value::as_object);
@@ -599,7 +612,10 @@ mod tests {
             text.contains("/count: expected integer, got string \"3\""),
             "{text}"
         );
-        assert!(text.contains("/taints/0/effect: \"Nope\" is not one of"), "{text}");
+        assert!(
+            text.contains("/taints/0/effect: \"Nope\" is not one of"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -647,7 +663,10 @@ mod tests {
             Direction::Request
         )
         .is_empty());
-        assert_eq!(validate(&s("uuid"), &json!("42"), Direction::Request).len(), 1);
+        assert_eq!(
+            validate(&s("uuid"), &json!("42"), Direction::Request).len(),
+            1
+        );
         assert!(validate(
             &s("date-time"),
             &json!("2018-11-15T16:00:11Z"),

@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYP
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{debug, field, info_span, warn, Instrument, Span};
+use tracing::{debug, info_span, warn, Instrument};
 
 use super::wire::ErrorBody;
 use super::{DigitalOceanOptions, PROVIDER};
@@ -316,13 +316,13 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, CallError> {
         let call = describe_call(&method, &url);
+        // Attempt and status go on each event: re-recorded on the span, a text log would
+        // repeat them once per attempt.
         let span = info_span!(
             "digitalocean_api",
             op,
             method = %method,
             path = %url.path(),
-            status = field::Empty,
-            attempt = field::Empty,
         );
         async {
             let options = &self.options;
@@ -330,7 +330,6 @@ impl ApiClient {
             let mut attempt: u32 = 0;
             loop {
                 attempt += 1;
-                Span::current().record("attempt", attempt);
                 // The whole call, waits included, stays within the budget: the last attempt
                 // gets only what is left of it.
                 let remaining = options.retry_budget.saturating_sub(started.elapsed());
@@ -348,7 +347,6 @@ impl ApiClient {
                 }
                 let failure = match send(request).await {
                     Ok((status, headers, bytes)) => {
-                        Span::current().record("status", status.as_u16());
                         debug!(attempt, status = status.as_u16(), "DigitalOcean API answered");
                         if status.is_success() {
                             return Ok(bytes);

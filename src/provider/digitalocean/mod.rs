@@ -48,12 +48,9 @@ use crate::config::{Config, SecretToken};
 /// The provider's registry name, also the prefix of its errors.
 pub const PROVIDER: &str = "digitalocean";
 
-/// Where the DigitalOcean API lives unless [`API_URL_ENV`] says otherwise.
+/// Where the DigitalOcean API lives: the default of the `digitalocean-api-url` key (whose env
+/// var is `DIGITALOCEAN_API_URL`).
 pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
-
-/// Environment variable overriding the API base URL (until the `digitalocean-api-url`
-/// configuration key exists).
-pub const API_URL_ENV: &str = "DIGITALOCEAN_API_URL";
 
 /// Label DOKS puts on a Kubernetes node: the pool node's `id`.
 pub const NODE_ID_LABEL: &str = "doks.digitalocean.com/node-id";
@@ -157,18 +154,15 @@ fn unknown_node(node: &NodeRef) -> ProviderError {
     }
 }
 
-/// The registry's factory: reads the token, cluster and pool names from `config` and the API
-/// URL from [`API_URL_ENV`] (default [`DEFAULT_API_URL`]). Sends nothing; see the module
-/// documentation on resolution.
+/// The registry's factory: reads the token, cluster and pool names and the API URL
+/// (`digitalocean-api-url`, default [`DEFAULT_API_URL`]) from `config`. Sends nothing; see the
+/// module documentation on resolution.
 pub fn build(config: &Config) -> Result<Box<dyn NodePoolProvider>, ProviderError> {
-    let base_url = std::env::var(API_URL_ENV)
-        .ok()
-        .filter(|v| !v.trim().is_empty());
     build_from(
         config.cloud_provider_token.as_ref(),
         &config.cluster_name,
         &config.node_pool_name,
-        base_url.as_deref(),
+        Some(config.digitalocean_api_url.as_str()).filter(|u| !u.trim().is_empty()),
     )
 }
 
