@@ -11,6 +11,12 @@
 #   stop    kill the components by PID and remove the run dir.
 #   status  exit 0 if all three components are running, 1 if not.
 #   env     print KUBECONFIG=<path> (exit 1 if the plane is not running).
+#   stop-apiserver     stop only kube-apiserver (etcd and the scheduler keep
+#                      running), e.g. to test clients across an API outage.
+#   start-apiserver    start it again with its first command line (same port,
+#                      certificates and etcd) and wait until /readyz is ok.
+#   restart-apiserver [SECONDS]  stop-apiserver, wait SECONDS (default 0),
+#                      start-apiserver.
 #
 # Environment:
 #   KUBESCALER_RUN_DIR          run dir: data, certs, logs, PIDs, kubeconfig
@@ -19,9 +25,15 @@
 #                               (default: whatever hack/build-controlplane.sh prints)
 #   KUBESCALER_START_TIMEOUT    seconds to wait for each component (default 120)
 #   KUBESCALER_KEEP_RUN_DIR=1   make `stop` keep the run dir (logs) instead of removing it
+#   KUBESCALER_AUDIT            what the API server's audit log records (Metadata
+#                               level): `kubescaler` (default) only requests of the
+#                               kubescaler-e2e identity, `all` every request, `off` none
 #
 # Files in the run dir: kubeconfig (admin, group system:masters, certificate
-# data embedded), env (KUBECONFIG, KUBESCALER_APISERVER_URL, ports), pki/,
+# data embedded), kubeconfig-kubescaler (a second admin identity, user
+# kubescaler-e2e in group system:masters, so that tests can tell kubescaler's
+# requests apart in the audit log), audit.log (JSON lines) and
+# audit-policy.yaml, env (KUBECONFIG, KUBESCALER_APISERVER_URL, ports), pki/,
 # etcd-data/, <component>.log, <component>.pid.
 #
 # What is absent: no controller-manager (no default ServiceAccounts, so the
@@ -209,6 +221,8 @@ subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kuberne
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
     sign_cert admin "/O=system:masters/CN=kubescaler-admin" "$client"
+    # A second admin identity for kubescaler under test (see the audit log).
+    sign_cert kubescaler "/O=system:masters/CN=kubescaler-e2e" "$client"
     # The scheduler gets its own identity, bound by the bootstrap RBAC policy
     # (as kubeadm does).
     sign_cert scheduler "/CN=system:kube-scheduler" "$client"
@@ -334,6 +348,26 @@ EOF
         --unsafe-no-fsync=true
     wait_for etcd etcd_healthy
 
+    # Audit log: Metadata level, for the kubescaler-e2e identity only unless
+    # KUBESCALER_AUDIT says otherwise (each RequestReceived event is one request).
+    local audit_flags=()
+    case ${KUBESCALER_AUDIT:-kubescaler} in
+    off) ;;
+    all | kubescaler)
+        {
+            printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n'
+            if [[ ${KUBESCALER_AUDIT:-kubescaler} == kubescaler ]]; then
+                printf -- '- level: Metadata\n  users: ["kubescaler-e2e"]\n- level: None\n'
+            else
+                printf -- '- level: Metadata\n'
+            fi
+        } >"$RUN_DIR/audit-policy.yaml"
+        audit_flags=(--audit-policy-file="$RUN_DIR/audit-policy.yaml"
+            --audit-log-path="$RUN_DIR/audit.log" --audit-log-format=json)
+        ;;
+    *) die "KUBESCALER_AUDIT must be kubescaler, all or off, not '$KUBESCALER_AUDIT'" ;;
+    esac
+
     launch kube-apiserver "$bin/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --bind-address=127.0.0.1 \
@@ -357,8 +391,11 @@ EOF
         --requestheader-group-headers=X-Remote-Group \
         --requestheader-extra-headers-prefix=X-Remote-Extra- \
         --proxy-client-cert-file="$RUN_DIR/pki/front-proxy-client.crt" \
-        --proxy-client-key-file="$RUN_DIR/pki/front-proxy-client.key"
+        --proxy-client-key-file="$RUN_DIR/pki/front-proxy-client.key" \
+        "${audit_flags[@]}"
     write_kubeconfig "$KUBECONFIG_PATH" kubescaler-admin "$RUN_DIR/pki/admin.crt" "$RUN_DIR/pki/admin.key"
+    write_kubeconfig "$RUN_DIR/kubeconfig-kubescaler" kubescaler-e2e \
+        "$RUN_DIR/pki/kubescaler.crt" "$RUN_DIR/pki/kubescaler.key"
     write_kubeconfig "$RUN_DIR/scheduler.kubeconfig" system:kube-scheduler \
         "$RUN_DIR/pki/scheduler.crt" "$RUN_DIR/pki/scheduler.key"
     wait_for kube-apiserver apiserver_ready
@@ -436,11 +473,46 @@ lock_run_dir() {
     fi
 }
 
+cmd_stop_apiserver() {
+    all_running || die "the control plane is not running in $RUN_DIR (start it with: $0 start)"
+    kill_component kube-apiserver
+    log "kube-apiserver stopped"
+}
+
+cmd_start_apiserver() {
+    [[ -f $RUN_DIR/$MARKER && -f $RUN_DIR/env && -f $RUN_DIR/kube-apiserver.cmdline ]] ||
+        die "no control-plane run in $RUN_DIR (start it with: $0 start)"
+    is_running etcd || die "etcd is not running in $RUN_DIR"
+    # shellcheck disable=SC1091
+    . "$RUN_DIR/env"
+    APISERVER_URL=$KUBESCALER_APISERVER_URL
+    if ! is_running kube-apiserver; then
+        local cmdline argv
+        cmdline=$(<"$RUN_DIR/kube-apiserver.cmdline")
+        # The file holds the `printf %q` words written by launch: binary, then arguments.
+        eval "argv=($cmdline)"
+        launch kube-apiserver "${argv[@]}"
+    fi
+    wait_for kube-apiserver apiserver_ready
+    log "kube-apiserver ready: $APISERVER_URL"
+}
+
+cmd_restart_apiserver() { # [seconds]
+    local down=${1:-0}
+    [[ $down =~ ^[0-9]+$ ]] || die "restart-apiserver: SECONDS must be an integer, not '$down'"
+    cmd_stop_apiserver
+    sleep "$down"
+    cmd_start_apiserver
+}
+
 case ${1:-} in
 start) lock_run_dir && cmd_start ;;
 stop) lock_run_dir && cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;
+stop-apiserver) lock_run_dir && cmd_stop_apiserver ;;
+start-apiserver) lock_run_dir && cmd_start_apiserver ;;
+restart-apiserver) lock_run_dir && cmd_restart_apiserver "${2:-0}" ;;
 -h | --help | help) usage ;;
 *) usage ;;
 esac

@@ -220,6 +220,14 @@ impl Plan {
     }
 }
 
+/// Taints the node lifecycle controller and cloud controller manager put on a node while it
+/// registers, and remove when it is Ready and initialised.
+const BOOT_TAINTS: &[&str] = &[
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+];
+
 /// How the planner classes a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
@@ -244,6 +252,8 @@ struct NodeView<'a> {
     /// Servers that would fit with only its daemon pods: the size of a node of this shape.
     empty_slots: u32,
     servers: u32,
+    /// The servers tolerate all its NoSchedule/NoExecute taints.
+    tolerated: bool,
 }
 
 #[derive(Default)]
@@ -317,7 +327,17 @@ pub fn plan(
             let (used, pods, daemon_used, daemon_pods, servers) = u
                 .map(|u| (u.used, u.pods, u.daemon_used, u.daemon_pods, u.servers))
                 .unwrap_or_default();
-            let fits = tolerates_all(&cfg.tolerations, &node.taints);
+            let class = classify(node, now, cfg);
+            // Lifecycle taints come and go with readiness (a node registers with them and loses
+            // them just after turning Ready): they are no reason to doubt its capacity, and
+            // counting it as zero would order another node.
+            let lasting: Vec<_> = node
+                .taints
+                .iter()
+                .filter(|t| !BOOT_TAINTS.contains(&t.key.as_str()))
+                .cloned()
+                .collect();
+            let fits = tolerates_all(&cfg.tolerations, &lasting);
             let slots = |used: Resources, pods: u32| {
                 if fits {
                     slots_in(
@@ -331,10 +351,11 @@ pub fn plan(
             };
             NodeView {
                 node,
-                class: classify(node, now, cfg),
+                class,
                 free_slots: slots(used, pods),
                 empty_slots: slots(daemon_used, daemon_pods),
                 servers,
+                tolerated: fits,
             }
         })
         .collect();
@@ -501,8 +522,12 @@ pub fn plan(
             let mut budget = (available - buffer) / i64::from(per_node);
             let mut remaining = available;
             let mut active = summary.active_nodes;
-            let mut candidates: Vec<&NodeView> =
-                views.iter().filter(|v| v.class == Class::Active).collect();
+            // A node tainted against the servers was fenced off by someone else: not ours to
+            // cordon (it holds no slots, so it would be a free pick).
+            let mut candidates: Vec<&NodeView> = views
+                .iter()
+                .filter(|v| v.class == Class::Active && v.tolerated)
+                .collect();
             // Fewest servers first: they empty soonest. Then emptier, then by name.
             candidates.sort_by(|a, b| {
                 a.servers

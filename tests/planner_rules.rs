@@ -340,3 +340,61 @@ fn every_action_carries_a_reason() {
     assert!(!p.actions.is_empty());
     assert!(p.actions.iter().all(|a| !a.reason().is_empty()));
 }
+
+#[test]
+fn node_tainted_against_servers_is_never_cordoned() {
+    let mut tainted = node("t", 4);
+    tainted.taints.push(Taint {
+        key: "maintenance".into(),
+        value: "".into(),
+        effect: TaintEffect::NoSchedule,
+    });
+    let mut c = cfg();
+    c.buffer = 0;
+    let s = snap(vec![node("a", 4), node("b", 4), tainted], vec![]);
+    let p = plan(&s, 3, now(), &c);
+    // Surplus of 2 whole nodes; the tainted node still counts toward the minimum of 1.
+    assert_eq!(nodes_of(&p, ActionKind::Cordon), vec!["a", "b"]);
+    assert!(!nodes_of(&p, ActionKind::Cordon).contains(&"t".to_string()));
+}
+
+#[test]
+fn booting_node_with_the_not_ready_taint_still_counts_as_incoming() {
+    // Real clusters taint a registering node node.kubernetes.io/not-ready:NoSchedule until it
+    // is Ready: its capacity is on its way, not missing.
+    let mut booting = node("b", 4);
+    booting.ready = false;
+    booting.created = Some(ago(20));
+    booting.taints.push(Taint {
+        key: "node.kubernetes.io/not-ready".into(),
+        value: "".into(),
+        effect: TaintEffect::NoSchedule,
+    });
+    let p = plan(
+        &snap(vec![node("a", 4), booting], servers_on("a", 4)),
+        2,
+        now(),
+        &cfg(),
+    );
+    assert_eq!(p.summary.incoming_slots, 4);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn ready_node_not_yet_rid_of_the_not_ready_taint_counts_its_slots() {
+    // Between turning Ready and the lifecycle controller removing the taint.
+    let mut fresh = node("b", 4);
+    fresh.taints.push(Taint {
+        key: "node.kubernetes.io/not-ready".into(),
+        value: "".into(),
+        effect: TaintEffect::NoSchedule,
+    });
+    let p = plan(
+        &snap(vec![node("a", 4), fresh], servers_on("a", 4)),
+        2,
+        now(),
+        &cfg(),
+    );
+    assert_eq!(p.summary.free_slots, 4);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}

@@ -7,6 +7,8 @@
 //! with `KUBESCALER_E2E_REQUIRED=1` (CI) they fail instead.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use std::io::Write;
 use std::path::PathBuf;
 
