@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::SecretToken;
+use crate::simulate::args::{BufferRange, Bytes, Millicores, Placement, Share, SimDuration};
 
 /// The parsed command line.
 #[derive(Clone, Debug, Parser)]
@@ -43,7 +44,7 @@ impl Cli {
     }
 }
 
-/// Subcommands. New ones (e.g. `simulate`) are added here and dispatched in `main.rs`.
+/// Subcommands, dispatched in `main.rs`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Run the scaling daemon (the default).
@@ -52,6 +53,93 @@ pub enum Command {
     /// Validate the configuration, print the effective config as YAML (token redacted) and exit:
     /// 0 when valid, 2 with every problem listed on stderr otherwise.
     CheckConfig,
+    /// Run the real planner and scale loop against a simulated pool and cloud, in simulated
+    /// time, and report cost and instant starts. No cluster, cloud or token needed.
+    #[command(long_about = SIMULATE_ABOUT)]
+    Simulate(SimulateArgs),
+}
+
+/// Long help of `simulate`.
+const SIMULATE_ABOUT: &str = "\
+Run the real planner and scale loop against a simulated node pool and cloud, in simulated time:
+game sessions arrive along a built-in day curve (or --trace), each needs one server slot, and
+kubescaler grows, cordons and deletes nodes as it would in a cluster. Prints a summary
+(node-hours, peak and mean nodes, share of sessions that found a free slot at once, wait
+percentiles, actions, server pods killed) and writes report.json and chart.svg to --out.
+With --sweep-buffer it runs once per buffer size and writes sweep.json and sweep.svg.
+
+It reads the same config file, env vars and flags as the daemon (buffer-slot-size, minimum- and
+maximum-node-pool-size, server requests, empty-node-expiration-sec, scale-loop-tick-sec...).
+Keys only the daemon needs (cluster-name, node-pool-name, node-selector, server-pod-label-*, the
+token) get placeholders when set nowhere; maximum-node-pool-size defaults to 100 and log-level
+to error. Nodes have the node-template-* shape when set, else 8 CPUs, 16Gi, 110 pods.
+The same arguments give the same output, byte for byte.";
+
+/// Options of `kubescaler simulate`; the configuration flags apply too.
+#[derive(Clone, Debug, PartialEq, Eq, Args)]
+#[command(next_help_heading = "Simulation")]
+pub struct SimulateArgs {
+    /// Simulated time to run: 24h, 90m, 1h30m, 2d or seconds [default: 24h, or the trace's
+    /// length]
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<SimDuration>,
+
+    /// Seed of the random sessions: the same seed gives the same output
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub seed: u64,
+
+    /// Simulated time per step: the resolution of arrivals, boots and waits
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_step)]
+    pub step: SimDuration,
+
+    /// Demand from a CSV instead of the built-in day curve: header `time,sessions_started` or
+    /// `time,concurrent_sessions`; time in seconds, HH:MM[:SS] or RFC 3339
+    #[arg(long, value_name = "CSV")]
+    pub trace: Option<PathBuf>,
+
+    /// Directory for report.json and chart.svg (sweep.json and sweep.svg with --sweep-buffer)
+    #[arg(long, value_name = "DIR", default_value = "simulate-out")]
+    pub out: PathBuf,
+
+    /// Run once per buffer size FIRST..LAST (inclusive), print cost vs. instant starts
+    #[arg(long, value_name = "FIRST..LAST")]
+    pub sweep_buffer: Option<BufferRange>,
+
+    /// Share of sessions that must start at once, to pick a buffer in a sweep: 0.99 or 99%
+    #[arg(long, value_name = "SHARE", default_value = "0.99")]
+    pub target_instant: Share,
+
+    /// Concurrent sessions at the evening peak (20:00) of the built-in day curve
+    #[arg(long, value_name = "N", default_value = "200")]
+    pub peak_sessions: u32,
+
+    /// Mean session length (log-normal around it, 1 min to 4x the mean)
+    #[arg(long, value_name = "DURATION", default_value = "20m", value_parser = parse_step)]
+    pub session_length: SimDuration,
+
+    /// Time from ordering a node until it is Ready; it registers NotReady at two thirds of it
+    #[arg(long, value_name = "DURATION", default_value = "150s")]
+    pub boot_delay: SimDuration,
+
+    /// CPU the DaemonSet pods of a node request together (per-node overhead)
+    #[arg(long, value_name = "CPU", default_value = "300m")]
+    pub daemon_cpu: Millicores,
+
+    /// Memory the DaemonSet pods of a node request together
+    #[arg(long, value_name = "MEMORY", default_value = "512Mi")]
+    pub daemon_memory: Bytes,
+
+    /// DaemonSet pods per node (0: no DaemonSet, no overhead)
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub daemon_pods: u32,
+
+    /// Where the simulated scheduler puts a server: the fullest node that fits, or the emptiest
+    #[arg(long, value_enum, value_name = "HOW", default_value = "most-allocated")]
+    pub placement: Placement,
+}
+
+fn parse_step(s: &str) -> Result<SimDuration, String> {
+    crate::simulate::args::parse_positive_duration(s)
 }
 
 /// One flag per configuration key. `None` (not given) leaves the key to env, file or default.
@@ -79,6 +167,11 @@ pub struct Overrides {
     /// Cloud-side node pool name (required) [env: NODE_POOL_NAME]
     #[arg(long, global = true, value_name = "NAME")]
     pub node_pool_name: Option<String>,
+
+    /// Base URL of the DigitalOcean API, e.g. a local fake's http://127.0.0.1:PORT
+    /// [env: DIGITALOCEAN_API_URL] [default: https://api.digitalocean.com]
+    #[arg(long, global = true, value_name = "URL")]
+    pub digitalocean_api_url: Option<String>,
 
     /// Label selector of the pool's nodes, e.g. role=game-servers (required, non-empty)
     /// [env: NODE_SELECTOR]
@@ -164,6 +257,41 @@ pub struct Overrides {
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// Address of the health and metrics listener [env: HTTP_LISTEN_ADDRESS]
+    /// [default: 0.0.0.0:8080]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http_listen_address: Option<String>,
+
+    /// Elect a leader on a Lease so only one replica acts; `--leader-election=false` to turn
+    /// off [env: LEADER_ELECTION] [default: true]
+    #[arg(
+        long,
+        global = true,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub leader_election: Option<bool>,
+
+    /// Namespace of the leader Lease [env: LEADER_ELECTION_NAMESPACE] [default: the pod's]
+    #[arg(long, global = true, value_name = "NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease [env: LEADER_ELECTION_LEASE_NAME] [default: kubescaler]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub leader_election_lease_name: Option<String>,
+
+    /// Seconds a leader holds the Lease without renewing [env:
+    /// LEADER_ELECTION_LEASE_DURATION_SEC] [default: 15]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub leader_election_lease_duration_sec: Option<String>,
+
+    /// This replica's identity in the Lease [env: LEADER_ELECTION_IDENTITY] [default:
+    /// $HOSTNAME]
+    #[arg(long, global = true, value_name = "ID")]
+    pub leader_election_identity: Option<String>,
+
     /// Allocatable CPU of a new node, for scaling up an empty pool (with the two others)
     /// [env: NODE_TEMPLATE_CPU]
     #[arg(long, global = true, value_name = "CPU")]
@@ -203,6 +331,7 @@ impl Overrides {
             text("cloud-provider-token-file", &self.cloud_provider_token_file),
             text("cluster-name", &self.cluster_name),
             text("node-pool-name", &self.node_pool_name),
+            text("digitalocean-api-url", &self.digitalocean_api_url),
             text("node-selector", &self.node_selector),
             text(
                 "cluster-kube-config-master-url",
@@ -231,6 +360,17 @@ impl Overrides {
             text("node-template-cpu", &self.node_template_cpu),
             text("node-template-memory", &self.node_template_memory),
             text("node-template-pods", &self.node_template_pods),
+            text("http-listen-address", &self.http_listen_address),
+            text("leader-election-namespace", &self.leader_election_namespace),
+            text(
+                "leader-election-lease-name",
+                &self.leader_election_lease_name,
+            ),
+            text(
+                "leader-election-lease-duration-sec",
+                &self.leader_election_lease_duration_sec,
+            ),
+            text("leader-election-identity", &self.leader_election_identity),
         ]
         .into_iter()
         .flatten()
@@ -240,6 +380,9 @@ impl Overrides {
         }
         if let Some(dry_run) = self.dry_run {
             out.push(("dry-run", FlagValue::Bool(dry_run)));
+        }
+        if let Some(on) = self.leader_election {
+            out.push(("leader-election", FlagValue::Bool(on)));
         }
         out
     }

@@ -97,6 +97,8 @@ pub struct Config {
     pub cluster_name: String,
     /// Cloud-side node pool name.
     pub node_pool_name: String,
+    /// Base URL of the DigitalOcean API (the `digitalocean` provider's endpoint).
+    pub digitalocean_api_url: String,
     /// Kubernetes label selector choosing the pool's nodes (validated syntax).
     pub node_selector: String,
     /// API server URL overriding the kubeconfig's (empty: none).
@@ -133,6 +135,18 @@ pub struct Config {
     pub log_level: String,
     /// Shape of a new node, for planning with an empty pool.
     pub node_template: Option<NodeTemplate>,
+    /// Address of the health and metrics listener.
+    pub http_listen_address: std::net::SocketAddr,
+    /// Whether to elect a leader on a Lease so that only one replica acts.
+    pub leader_election: bool,
+    /// Namespace of the Lease (unset: the pod's own namespace, else `default`).
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    pub leader_election_lease_name: String,
+    /// Seconds a leader holds the Lease without renewing it.
+    pub leader_election_lease_duration_sec: u64,
+    /// This replica's identity in the Lease (unset: `$HOSTNAME`, the pod name).
+    pub leader_election_identity: Option<String>,
 }
 
 impl LogFormat {
@@ -178,6 +192,7 @@ pub const KEYS: &[&str] = &[
     "cloud-provider-token-file",
     "cluster-name",
     "node-pool-name",
+    "digitalocean-api-url",
     "node-selector",
     "cluster-kube-config-master-url",
     "cluster-kube-config-path",
@@ -198,6 +213,12 @@ pub const KEYS: &[&str] = &[
     "node-template-cpu",
     "node-template-memory",
     "node-template-pods",
+    "http-listen-address",
+    "leader-election",
+    "leader-election-namespace",
+    "leader-election-lease-name",
+    "leader-election-lease-duration-sec",
+    "leader-election-identity",
 ];
 
 /// The env var of a key: `buffer-slot-size` → `BUFFER_SLOT_SIZE`.
@@ -609,6 +630,11 @@ fn default_layer() -> Layer {
         "cloud-provider",
         ValueKind::String("digitalocean".into()),
     );
+    l.set(
+        d,
+        "digitalocean-api-url",
+        ValueKind::String(provider::digitalocean::DEFAULT_API_URL.into()),
+    );
     l.set(d, "minimum-node-pool-size", ValueKind::U64(2));
     l.set(d, "maximum-node-pool-size", ValueKind::U64(3));
     l.set(d, "buffer-slot-size", ValueKind::U64(4));
@@ -619,6 +645,18 @@ fn default_layer() -> Layer {
     l.set(d, "dry-run", ValueKind::Boolean(false));
     l.set(d, "log-format", ValueKind::String("text".into()));
     l.set(d, "log-level", ValueKind::String("info".into()));
+    l.set(
+        d,
+        "http-listen-address",
+        ValueKind::String("0.0.0.0:8080".into()),
+    );
+    l.set(d, "leader-election", ValueKind::Boolean(true));
+    l.set(
+        d,
+        "leader-election-lease-name",
+        ValueKind::String("kubescaler".into()),
+    );
+    l.set(d, "leader-election-lease-duration-sec", ValueKind::U64(15));
     l
 }
 
@@ -909,6 +947,11 @@ fn allowed_for(key: &str) -> String {
                 .into()
         }
         "cluster-kube-config-master-url" => "an http:// or https:// URL, or empty".into(),
+        "digitalocean-api-url" => {
+            "an https:// URL with a host and no credentials, query or fragment; http:// only \
+             for localhost / a loopback address (a local fake)"
+                .into()
+        }
         "cluster-kube-config-path" => "a file path, or empty for in-cluster config".into(),
         "minimum-node-pool-size" => "an integer from 0 to maximum-node-pool-size".into(),
         "maximum-node-pool-size" => "an integer >= 1 and >= minimum-node-pool-size".into(),
@@ -947,6 +990,13 @@ fn allowed_for(key: &str) -> String {
                 .into()
         }
         "node-template-pods" => format!("an integer from 1 to {}", u32::MAX),
+        "http-listen-address" => "an IP address and port, e.g. 0.0.0.0:8080 or 127.0.0.1:9090".into(),
+        "leader-election" => "true or false".into(),
+        "leader-election-namespace" | "leader-election-lease-name" => {
+            "a Kubernetes object name: lower-case letters, digits, '-' and '.', at most 253".into()
+        }
+        "leader-election-lease-duration-sec" => "an integer from 5 to 3600".into(),
+        "leader-election-identity" => "a non-empty string (default: $HOSTNAME)".into(),
         _ => "see config.yaml.example".into(),
     }
 }
@@ -1232,6 +1282,8 @@ impl Resolver<'_> {
 
         let cluster_name = self.required("cluster-name", WHY_CLUSTER, |s| Ok(s.to_string()));
         let node_pool_name = self.required("node-pool-name", WHY_POOL, |s| Ok(s.to_string()));
+        let digitalocean_api_url =
+            self.parsed("digitalocean-api-url", |k, _| check_api_url(&to_text(k)?));
         let node_selector = self.required("node-selector", WHY_SELECTOR, |s| {
             let selector: LabelSelector =
                 s.parse().map_err(|e: selector::SelectorError| e.message)?;
@@ -1327,6 +1379,28 @@ impl Resolver<'_> {
             Ok(s)
         });
         let node_template = self.node_template();
+        let http_listen_address = self.parsed("http-listen-address", |k, _| {
+            to_text(k)?
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| e.to_string())
+        });
+        let leader_election = self.parsed("leader-election", |k, _| to_bool(k));
+        let lease_namespace = self.optional_text("leader-election-namespace");
+        if let Some(ns) = &lease_namespace {
+            self.check_object_name("leader-election-namespace", ns);
+        }
+        let lease_name = self.parsed("leader-election-lease-name", |k, _| to_text(k));
+        if let Some(name) = &lease_name {
+            self.check_object_name("leader-election-lease-name", name);
+        }
+        let lease_duration = self.parsed("leader-election-lease-duration-sec", |k, _| {
+            let n = to_u64(k)?;
+            if !(5..=3600).contains(&n) {
+                return Err("out of range: renewals need a few seconds of slack".into());
+            }
+            Ok(n)
+        });
+        let identity = self.optional_text("leader-election-identity");
 
         let (tolerations_ok, template_ok) = (tolerations.is_some(), node_template.is_some());
         if !tolerations_ok || !template_ok {
@@ -1338,6 +1412,7 @@ impl Resolver<'_> {
             cloud_provider_token_file,
             cluster_name: cluster_name?,
             node_pool_name: node_pool_name?,
+            digitalocean_api_url: digitalocean_api_url?,
             node_selector: node_selector?,
             cluster_kube_config_master_url: master_url,
             cluster_kube_config_path: kube_config_path,
@@ -1356,7 +1431,33 @@ impl Resolver<'_> {
             log_format: log_format?,
             log_level: log_level?,
             node_template: node_template?,
+            http_listen_address: http_listen_address?,
+            leader_election: leader_election?,
+            leader_election_namespace: lease_namespace,
+            leader_election_lease_name: lease_name?,
+            leader_election_lease_duration_sec: lease_duration?,
+            leader_election_identity: identity,
         })
+    }
+
+    /// Records an error unless `name` is a valid Kubernetes object name (DNS-1123 subdomain).
+    fn check_object_name(&mut self, key: &'static str, name: &str) {
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid {
+            let source = self.origin_of(key);
+            self.invalid(
+                key,
+                &ValueKind::String(name.to_string()),
+                source,
+                "not a valid Kubernetes object name".into(),
+            );
+        }
     }
 
     fn origin_of(&self, key: &'static str) -> ValueSource {
@@ -1487,6 +1588,46 @@ impl Resolver<'_> {
     }
 }
 
+/// `digitalocean-api-url`: an http(s) URL with a host, no credentials (they would end up in
+/// messages), no query or fragment; plain http only for this machine, as the token travels
+/// in it. Returned without a trailing slash; empty means the default.
+fn check_api_url(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        // Empty (e.g. `DIGITALOCEAN_API_URL=`) means the default, as it did before the key.
+        return Ok(provider::digitalocean::DEFAULT_API_URL.to_string());
+    }
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    let host = url.host_str().unwrap_or("");
+    if host.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(
+                "plain http would send the API token in clear text: use https (http is for \
+                 localhost only)"
+                    .into(),
+            )
+        }
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not carry credentials".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the URL must not have a query or fragment".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
 fn positive(n: u64) -> Result<u64, String> {
     if n == 0 {
         Err("must be greater than 0".into())
@@ -1496,6 +1637,30 @@ fn positive(n: u64) -> Result<u64, String> {
 }
 
 impl Config {
+    /// This replica's identity: `leader-election-identity`, else `$HOSTNAME` (the pod name in
+    /// a Deployment), else `kubescaler-<pid>`.
+    pub fn identity(&self) -> String {
+        self.leader_election_identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("kubescaler-{}", std::process::id()))
+    }
+
+    /// kubescaler's own namespace (Lease, pool-wide Events): `leader-election-namespace`, else
+    /// the pod's service account namespace, else `default`.
+    pub fn own_namespace(&self) -> String {
+        const SA_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+        self.leader_election_namespace
+            .clone()
+            .or_else(|| {
+                std::fs::read_to_string(SA_NAMESPACE)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "default".into())
+    }
+
     /// What one server pod requests, as the planner compares it with free resources.
     pub fn slot_request(&self) -> Resources {
         Resources {
@@ -1534,6 +1699,7 @@ impl Config {
             ),
             ("cluster-name", s(&self.cluster_name)),
             ("node-pool-name", s(&self.node_pool_name)),
+            ("digitalocean-api-url", s(&self.digitalocean_api_url)),
             ("node-selector", s(&self.node_selector)),
             (
                 "cluster-kube-config-master-url",
@@ -1592,6 +1758,31 @@ impl Config {
             (
                 "node-template-pods",
                 opt_n(template.map(|t| u64::from(t.pods))),
+            ),
+            (
+                "http-listen-address",
+                Y::String(self.http_listen_address.to_string()),
+            ),
+            ("leader-election", Y::Bool(self.leader_election)),
+            (
+                "leader-election-namespace",
+                self.leader_election_namespace
+                    .as_deref()
+                    .map_or(Y::Null, |v| Y::String(v.to_string())),
+            ),
+            (
+                "leader-election-lease-name",
+                s(&self.leader_election_lease_name),
+            ),
+            (
+                "leader-election-lease-duration-sec",
+                n(self.leader_election_lease_duration_sec),
+            ),
+            (
+                "leader-election-identity",
+                self.leader_election_identity
+                    .as_deref()
+                    .map_or(Y::Null, |v| Y::String(v.to_string())),
             ),
         ]
     }

@@ -9,7 +9,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod kubernetes;
+pub mod leader;
 pub mod logging;
 pub mod model;
 pub mod planner;
@@ -18,3 +20,5 @@ pub mod quantity;
 pub mod scaler;
 pub mod scheduling;
 pub mod selector;
+pub mod simulate;
+pub mod telemetry;

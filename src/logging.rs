@@ -28,8 +28,11 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), LoggingError> {
         level: level.to_string(),
         message: e.to_string(),
     })?;
+    // Colours only on a terminal: a log file or collector would get escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

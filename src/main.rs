@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     match cli.command() {
         Command::CheckConfig => check_config(&sources),
         Command::Run => run(&sources),
+        Command::Simulate(args) => kubescaler::simulate::main(&args, &sources),
     }
 }
 

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::Config;
-use crate::kubernetes::{KubeError, Kubernetes};
+use crate::kubernetes::{ActionEvent, EventReason, KubeError, Kubernetes};
 use crate::planner::{self, Action, Plan, PlannerConfig};
 use crate::provider::{NodePoolProvider, ProviderError};
+use crate::telemetry::Telemetry;
 
 /// How long a burst of change events is gathered into one reconcile.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -37,6 +38,15 @@ pub enum ScaleError {
     /// The cloud provider failed.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// The provider failed to delete a node.
+    #[error("deleting node {node}: {source}")]
+    Deletion {
+        /// The node.
+        node: String,
+        /// Cause.
+        #[source]
+        source: ProviderError,
+    },
     /// The provider answered a deletion with no result.
     #[error("provider returned no result for deleting node {0}")]
     MissingResult(String),
@@ -62,7 +72,19 @@ pub enum DaemonError {
     Kube(#[from] KubeError),
     /// The runtime could not install a signal handler.
     #[error("cannot install signal handler: {0}")]
-    Signal(#[from] std::io::Error),
+    Signal(#[source] std::io::Error),
+    /// The health and metrics listener could not bind its address.
+    #[error("cannot listen on http-listen-address {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leader election failed to start.
+    #[error(transparent)]
+    Leader(#[from] crate::leader::LeaderError),
 }
 
 /// What one pass did.
@@ -87,6 +109,8 @@ pub struct Scaler {
     deleted: HashMap<String, Timestamp>,
     /// Wall clock for plans and marks; replaceable so a simulation can run on its own time.
     clock: Clock,
+    /// Where passes, actions and errors are reported.
+    telemetry: Arc<Telemetry>,
 }
 
 /// A source of the current time.
@@ -107,7 +131,16 @@ impl Scaler {
             dry_run: config.dry_run,
             deleted: HashMap::new(),
             clock: Arc::new(Timestamp::now),
+            telemetry: Arc::new(Telemetry::new(Duration::from_secs(
+                config.scale_loop_tick_sec.max(1),
+            ))),
         }
+    }
+
+    /// Reports into `telemetry` (shared with the HTTP listener).
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Uses `clock` instead of the system time (simulations).
@@ -121,8 +154,10 @@ impl Scaler {
     pub async fn reconcile(&mut self) -> Result<PassReport, ScaleError> {
         let snapshot = self.k8s.snapshot().await?;
         let target = self.provider.target_size().await?;
+        self.telemetry.provider_resolved();
         let now = (self.clock)();
         let mut plan = planner::plan(&snapshot, target, now, &self.planner);
+        self.telemetry.observe_pool(&plan.summary);
 
         let s = &plan.summary;
         info!(
@@ -172,16 +207,32 @@ impl Scaler {
             if self.dry_run {
                 continue;
             }
-            match action {
-                Action::Uncordon { node, .. } => self.k8s.uncordon(node).await?,
-                Action::Grow { to, .. } => self.provider.grow_to(*to).await?,
-                Action::Cordon { node, .. } => self.k8s.cordon(node, now).await?,
+            let event = match action {
+                Action::Uncordon { node, .. } => {
+                    self.k8s.uncordon(node).await?;
+                    EventReason::Uncordon
+                }
+                Action::Grow { to, .. } => {
+                    self.provider.grow_to(*to).await?;
+                    EventReason::ScaleUp
+                }
+                Action::Cordon { node, .. } => {
+                    self.k8s.cordon(node, now).await?;
+                    EventReason::Cordon
+                }
                 Action::Delete { node, .. } => {
                     // The snapshot may be a moment old: ask the API server itself.
                     let live = self.k8s.live_server_pods(&node.name).await?;
                     if !live.is_empty() {
                         warn!(node = %node.name, servers = ?live, "deletion cancelled: server pods on the node");
                         report.cancelled_deletions.push(node.name.clone());
+                        self.telemetry.deletion_cancelled();
+                        let message = format!(
+                            "deletion cancelled: live re-check found server pods {}",
+                            live.join(", ")
+                        );
+                        self.publish(EventReason::DeleteCancelled, Some(&node.name), message)
+                            .await;
                         continue;
                     }
                     let result = self
@@ -191,13 +242,32 @@ impl Scaler {
                         .into_iter()
                         .next()
                         .ok_or_else(|| ScaleError::MissingResult(node.name.clone()))?;
-                    result?;
+                    result.map_err(|source| ScaleError::Deletion {
+                        node: node.name.clone(),
+                        source,
+                    })?;
                     self.deleted.insert(node.name.clone(), now);
+                    EventReason::DeleteNode
                 }
-            }
+            };
+            self.telemetry.action_done(action.kind());
+            let message = action.to_string();
+            self.publish(event, action.node(), message).await;
             report.executed += 1;
         }
         Ok(report)
+    }
+
+    /// Records an Event; a failure is logged and never fails the pass.
+    async fn publish(&self, reason: EventReason, node: Option<&str>, message: String) {
+        let event = ActionEvent {
+            reason,
+            node: node.map(str::to_string),
+            message,
+        };
+        if let Err(e) = self.k8s.publish_event(&event).await {
+            warn!(error = %e, reason = reason.as_str(), "cannot record event");
+        }
     }
 
     /// Runs until `shutdown` completes: a pass at start, then on every tick and after every
@@ -237,6 +307,8 @@ impl Scaler {
             pass += 1;
             let span = info_span!("reconcile", pass, dry_run = self.dry_run);
             let tick = self.tick;
+            let started = Instant::now();
+            let telemetry = Arc::clone(&self.telemetry);
             let result = {
                 let fut = self.reconcile().instrument(span.clone());
                 tokio::pin!(fut);
@@ -254,12 +326,13 @@ impl Scaler {
             };
             let Some(result) = result else { break };
             log_result(&result, &span);
+            telemetry.pass_finished(result.as_ref().err(), started.elapsed());
             if result.is_ok() {
                 failures = 0;
                 next = Instant::now() + tick;
             } else {
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures);
+                let delay = backoff(failures, tick);
                 span.in_scope(|| warn!(failures, retry_in = ?delay, "pass failed; retrying"));
                 next = Instant::now() + delay;
             }
@@ -279,10 +352,14 @@ fn log_result(result: &Result<PassReport, ScaleError>, span: &tracing::Span) {
     });
 }
 
-/// Delay before retry number `failures` (1-based).
-fn backoff(failures: u32) -> Duration {
+/// Delay before retry number `failures` (1-based). Capped at two ticks so that a failing
+/// loop still makes an honest attempt within the three ticks liveness allows.
+fn backoff(failures: u32, tick: Duration) -> Duration {
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+    BACKOFF_START
+        .saturating_mul(factor)
+        .min(BACKOFF_MAX)
+        .min(tick.saturating_mul(2).max(BACKOFF_START))
 }
 
 /// Next change event; a lagged receiver still means "something changed". `None`: closed.
@@ -310,8 +387,9 @@ pub async fn shutdown_signal() -> Result<impl Future<Output = ()>, std::io::Erro
     })
 }
 
-/// Runs the daemon: builds the cloud provider and the Kubernetes side from `config`, then the
-/// scale loop until SIGTERM/SIGINT.
+/// Runs the daemon: builds the cloud provider and the Kubernetes side from `config`, serves
+/// health and metrics, and runs the scale loop (only while leader, with leader election on)
+/// until SIGTERM/SIGINT.
 pub async fn run_daemon(config: Config) -> Result<(), DaemonError> {
     let spec = crate::provider::lookup(&config.cloud_provider)
         .ok_or_else(|| DaemonError::UnknownProvider(config.cloud_provider.clone()))?;
@@ -321,18 +399,96 @@ pub async fn run_daemon(config: Config) -> Result<(), DaemonError> {
             source,
         },
     )?);
-    let k8s: Arc<dyn Kubernetes> =
-        Arc::new(crate::kubernetes::KubeCluster::connect(&config).await?);
-    let shutdown = shutdown_signal().await?;
+    let cluster = crate::kubernetes::KubeCluster::connect(&config).await?;
+    let client = cluster.client();
+    let k8s: Arc<dyn Kubernetes> = Arc::new(cluster);
+    let tick = Duration::from_secs(config.scale_loop_tick_sec.max(1));
+    let telemetry = Arc::new(Telemetry::new(tick));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = shutdown_signal().await.map_err(DaemonError::Signal)?;
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let addr = config.http_listen_address;
+    let listener = crate::http::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Listen { addr, source })?;
+    let http_state = crate::http::HttpState {
+        telemetry: Arc::clone(&telemetry),
+        k8s: Arc::clone(&k8s),
+    };
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        http_state,
+        stopped(stop_rx.clone()),
+    ));
+    // Every replica, standby too, resolves the provider so that readiness means "could act".
+    tokio::spawn(resolve_provider(
+        Arc::clone(&provider),
+        Arc::clone(&telemetry),
+        stop_rx.clone(),
+    ));
+
     info!(
         provider = %config.cloud_provider,
         cluster = %config.cluster_name,
         pool = %config.node_pool_name,
+        listen = %addr,
+        leader_election = config.leader_election,
         dry_run = config.dry_run,
         "kubescaler starting"
     );
-    Scaler::new(k8s, provider, &config).run(shutdown).await;
+    let act = |stop: tokio::sync::watch::Receiver<bool>| {
+        let scaler = Scaler::new(Arc::clone(&k8s), Arc::clone(&provider), &config)
+            .with_telemetry(Arc::clone(&telemetry));
+        scaler.run(stopped(stop))
+    };
+    if config.leader_election {
+        crate::leader::run_as_leader(client, &config, Arc::clone(&telemetry), stop_rx, act).await?;
+    } else {
+        telemetry.set_leader(true);
+        act(stop_rx).await;
+    }
+    if let Ok(Err(e)) = http.await {
+        warn!(error = %e, "health and metrics listener failed");
+    }
+    info!("kubescaler stopped");
     Ok(())
+}
+
+/// Completes when `stop` flips to true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Asks the provider for the pool until it answers, then marks it resolved.
+async fn resolve_provider(
+    provider: Arc<dyn NodePoolProvider>,
+    telemetry: Arc<Telemetry>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut failures = 0;
+    loop {
+        match provider.target_size().await {
+            Ok(size) => {
+                info!(target = size, "cloud provider resolved the pool");
+                telemetry.provider_resolved();
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = backoff(failures, BACKOFF_MAX);
+                warn!(error = %e, retry_in = ?delay, "cloud provider not reachable yet");
+                tokio::select! {
+                    _ = stopped(stop.clone()) => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -353,6 +509,7 @@ mod tests {
             cloud_provider_token_file: None,
             cluster_name: "c".into(),
             node_pool_name: "p".into(),
+            digitalocean_api_url: crate::provider::digitalocean::DEFAULT_API_URL.into(),
             node_selector: "role=game".into(),
             cluster_kube_config_master_url: None,
             cluster_kube_config_path: None,
@@ -371,6 +528,12 @@ mod tests {
             log_format: crate::config::LogFormat::Text,
             log_level: "info".into(),
             node_template: None,
+            http_listen_address: ([127, 0, 0, 1], 0).into(),
+            leader_election: false,
+            leader_election_namespace: None,
+            leader_election_lease_name: "kubescaler".into(),
+            leader_election_lease_duration_sec: 15,
+            leader_election_identity: None,
         }
     }
 
@@ -431,6 +594,7 @@ mod tests {
         let sub = tx.clone();
         k.expect_changes().returning(move || sub.subscribe());
         k.expect_snapshot().returning(move || Ok(snapshot.clone()));
+        k.expect_publish_event().returning(|_| Ok(()));
         (k, tx)
     }
 
@@ -666,9 +830,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(3), Duration::from_secs(2));
-        assert_eq!(backoff(100), BACKOFF_MAX);
+        let tick = Duration::from_secs(600);
+        assert_eq!(backoff(1, tick), Duration::from_millis(500));
+        assert_eq!(backoff(2, tick), Duration::from_secs(1));
+        assert_eq!(backoff(3, tick), Duration::from_secs(2));
+        assert_eq!(backoff(100, tick), BACKOFF_MAX);
+        assert_eq!(
+            backoff(100, Duration::from_secs(10)),
+            Duration::from_secs(20)
+        );
     }
 }

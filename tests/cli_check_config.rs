@@ -200,7 +200,7 @@ fn bad_command_line_exits_2() {
 fn every_key_is_a_flag() {
     for key in KEYS {
         let flag = format!("--{key}");
-        let args: Vec<&str> = if *key == "dry-run" {
+        let args: Vec<&str> = if ["dry-run", "leader-election"].contains(key) {
             vec!["kubescaler", &flag]
         } else {
             vec!["kubescaler", &flag, "x"]

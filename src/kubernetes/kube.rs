@@ -12,9 +12,11 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
@@ -25,7 +27,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
 use super::index::{pod_key, ClusterIndex};
-use super::{ChangeEvent, KubeError, Kubernetes};
+use super::{ActionEvent, ChangeEvent, EventReason, KubeError, Kubernetes};
 use crate::config::Config;
 use crate::model::{
     ClusterSnapshot, CORDONED_BY_ANNOTATION, CORDONED_BY_VALUE, TIMESTAMP_ANNOTATION,
@@ -37,6 +39,8 @@ pub const NON_TERMINAL_PODS: &str = "status.phase!=Succeeded,status.phase!=Faile
 /// Change events buffered per receiver; a receiver that falls further behind gets
 /// `RecvError::Lagged` and should treat it as "something changed".
 const CHANGE_CHANNEL_CAPACITY: usize = 1024;
+/// The `reportingController` of kubescaler's Events.
+const EVENT_REPORTER: &str = "kubescaler";
 
 /// The cluster as kubescaler sees it, kept current by watches.
 ///
@@ -47,6 +51,10 @@ pub struct KubeCluster {
     changes: broadcast::Sender<ChangeEvent>,
     server_label: (String, String),
     watch_tasks: Vec<AbortHandle>,
+    /// Publishes the Events of kubescaler's actions.
+    recorder: Recorder,
+    /// Namespace that pool-wide Events (ScaleUp) are recorded on.
+    home_namespace: String,
 }
 
 impl Debug for KubeCluster {
@@ -93,7 +101,26 @@ impl KubeCluster {
                 config.server_pod_label_name.clone(),
                 config.server_pod_label_value.clone(),
             ),
-        ))
+        )
+        .with_events(&config.identity(), &config.own_namespace()))
+    }
+
+    /// Records Events as reporter instance `instance`, pool-wide ones on `namespace`.
+    pub fn with_events(mut self, instance: &str, namespace: &str) -> Self {
+        self.recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: EVENT_REPORTER.into(),
+                instance: Some(instance.to_string()),
+            },
+        );
+        self.home_namespace = namespace.to_string();
+        self
+    }
+
+    /// The API client, shared with leader election.
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     /// Starts the node and pod watches on `client` and returns at once; [`Kubernetes::snapshot`]
@@ -127,11 +154,13 @@ impl KubeCluster {
         ));
 
         Self {
+            recorder: Recorder::new(client.clone(), EVENT_REPORTER.into()),
             client,
             index,
             changes,
             server_label,
             watch_tasks: vec![nodes.abort_handle(), pods.abort_handle()],
+            home_namespace: "default".into(),
         }
     }
 
@@ -176,6 +205,75 @@ impl Kubernetes for KubeCluster {
 
     fn changes(&self) -> broadcast::Receiver<ChangeEvent> {
         self.changes.subscribe()
+    }
+
+    async fn publish_event(&self, event: &ActionEvent) -> Result<(), KubeError> {
+        let reference = match &event.node {
+            // The node's uid lets `kubectl describe node` show the Event; a node already gone
+            // still gets it, by name.
+            Some(name) => {
+                let found = Api::<Node>::all(self.client.clone()).get_opt(name).await;
+                match found {
+                    Ok(Some(node)) => node.object_ref(&()),
+                    other => {
+                        if let Err(e) = other {
+                            warn!(node = %name, error = %e, "cannot read the node for its Event");
+                        }
+                        ObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some("Node".into()),
+                            name: Some(name.clone()),
+                            ..ObjectReference::default()
+                        }
+                    }
+                }
+            }
+            None => {
+                let found = Api::<Namespace>::all(self.client.clone())
+                    .get_opt(&self.home_namespace)
+                    .await;
+                let mut reference = match found {
+                    Ok(Some(ns)) => ns.object_ref(&()),
+                    other => {
+                        if let Err(e) = other {
+                            warn!(namespace = %self.home_namespace, error = %e, "cannot read the namespace for its Event");
+                        }
+                        ObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some("Namespace".into()),
+                            name: Some(self.home_namespace.clone()),
+                            ..ObjectReference::default()
+                        }
+                    }
+                };
+                // The recorder files an Event in its object's namespace; a Namespace has none,
+                // so pool-wide Events would land in `default` instead of kubescaler's own.
+                reference.namespace = Some(self.home_namespace.clone());
+                reference
+            }
+        };
+        let kube_event = KubeEvent {
+            type_: match event.reason {
+                EventReason::DeleteCancelled => EventType::Warning,
+                _ => EventType::Normal,
+            },
+            reason: event.reason.as_str().into(),
+            // The Events API caps the note at 1 kB.
+            note: Some(event.message.chars().take(1000).collect()),
+            action: event.reason.as_str().into(),
+            secondary: None,
+        };
+        self.recorder
+            .publish(&kube_event, &reference)
+            .await
+            .map_err(|e| KubeError::Api {
+                op: format!("record event {}", event.reason.as_str()),
+                source: Box::new(e),
+            })
+    }
+
+    fn synced(&self) -> bool {
+        self.is_synced()
     }
 }
 

@@ -46,6 +46,45 @@ pub enum KubeError {
     Client(String),
 }
 
+/// The Kubernetes Event reasons kubescaler records, one per kind of action it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventReason {
+    /// The pool's target size was raised.
+    ScaleUp,
+    /// A surplus node was cordoned.
+    Cordon,
+    /// A node kubescaler had cordoned was made schedulable again.
+    Uncordon,
+    /// An expired, empty node was deleted through the cloud provider.
+    DeleteNode,
+    /// A deletion was called off: the live re-check found a server pod on the node.
+    DeleteCancelled,
+}
+
+impl EventReason {
+    /// The Event's `reason` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::ScaleUp => "ScaleUp",
+            EventReason::Cordon => "Cordon",
+            EventReason::Uncordon => "Uncordon",
+            EventReason::DeleteNode => "DeleteNode",
+            EventReason::DeleteCancelled => "DeleteCancelled",
+        }
+    }
+}
+
+/// A Kubernetes Event about one action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionEvent {
+    /// Why it is recorded.
+    pub reason: EventReason,
+    /// The node concerned; `None` for pool-wide actions (recorded on kubescaler's namespace).
+    pub node: Option<String>,
+    /// The planner's reason for the action.
+    pub message: String,
+}
+
 /// What kubescaler needs of a Kubernetes cluster.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -65,4 +104,15 @@ pub trait Kubernetes: Send + Sync {
 
     /// A receiver of change events; each call subscribes anew.
     fn changes(&self) -> broadcast::Receiver<ChangeEvent>;
+
+    /// Records a Kubernetes Event for an action. Implementations with nowhere to record
+    /// (simulations) keep this default, which records nothing.
+    async fn publish_event(&self, _event: &ActionEvent) -> Result<(), KubeError> {
+        Ok(())
+    }
+
+    /// Whether the view of the cluster is complete (caches synced), for readiness.
+    fn synced(&self) -> bool {
+        true
+    }
 }

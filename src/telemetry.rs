@@ -1,0 +1,355 @@
+//! What the daemon tells its operators: Prometheus metrics, liveness and readiness. The scale
+//! loop reports into it; the HTTP listener ([`crate::http`]) reads from it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::kubernetes::KubeError;
+use crate::planner::{ActionKind, PoolSummary};
+use crate::provider::ProviderError;
+use crate::scaler::ScaleError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    source: &'static str,
+    kind: &'static str,
+}
+
+/// Liveness bookkeeping.
+#[derive(Debug)]
+struct Liveness {
+    /// When the loop last finished a pass, well or badly (or started, before the first).
+    last_attempt: Instant,
+}
+
+/// Metrics and health of one kubescaler process.
+pub struct Telemetry {
+    registry: Registry,
+    free_slots: Gauge,
+    available_slots: Gauge,
+    incoming_slots: Gauge,
+    pending_servers: Gauge,
+    running_servers: Gauge,
+    buffer: Gauge,
+    pool_target: Gauge,
+    nodes: Family<StateLabels, Gauge>,
+    actions: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    reconcile_seconds: Histogram,
+    last_success: Gauge<f64, AtomicU64>,
+    leader: Gauge,
+    is_leader: AtomicBool,
+    provider_resolved: AtomicBool,
+    liveness: Mutex<Liveness>,
+    /// Longest a live leader may go without finishing a pass.
+    stall_after: Duration,
+}
+
+/// What a pass may spend in one cloud call that keeps retrying (the DigitalOcean driver's
+/// retry budget): such a pass is an honest attempt in progress, not a stuck loop.
+pub const IN_FLIGHT_ALLOWANCE: Duration = Duration::from_secs(60);
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("stall_after", &self.stall_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// Metrics for a loop ticking every `tick`.
+    pub fn new(tick: Duration) -> Self {
+        let mut t = Telemetry {
+            registry: Registry::with_prefix("kubescaler"),
+            free_slots: Gauge::default(),
+            available_slots: Gauge::default(),
+            incoming_slots: Gauge::default(),
+            pending_servers: Gauge::default(),
+            running_servers: Gauge::default(),
+            buffer: Gauge::default(),
+            pool_target: Gauge::default(),
+            nodes: Family::default(),
+            actions: Family::default(),
+            errors: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            last_success: Gauge::default(),
+            leader: Gauge::default(),
+            is_leader: AtomicBool::new(false),
+            provider_resolved: AtomicBool::new(false),
+            liveness: Mutex::new(Liveness {
+                last_attempt: Instant::now(),
+            }),
+            stall_after: tick.saturating_mul(3).saturating_add(IN_FLIGHT_ALLOWANCE),
+        };
+        let r = &mut t.registry;
+        r.register(
+            "free_slots",
+            "Free server slots on ready, schedulable pool nodes",
+            t.free_slots.clone(),
+        );
+        r.register(
+            "available_slots",
+            "Free plus incoming slots minus pending server pods",
+            t.available_slots.clone(),
+        );
+        r.register(
+            "incoming_slots",
+            "Slots expected from nodes still provisioning or booting",
+            t.incoming_slots.clone(),
+        );
+        r.register(
+            "pending_servers",
+            "Server pods waiting for a node",
+            t.pending_servers.clone(),
+        );
+        r.register(
+            "running_servers",
+            "Server pods bound to pool nodes",
+            t.running_servers.clone(),
+        );
+        r.register(
+            "buffer_slots",
+            "Configured buffer of free slots",
+            t.buffer.clone(),
+        );
+        r.register(
+            "pool_target_size",
+            "The cloud node pool's target size",
+            t.pool_target.clone(),
+        );
+        r.register(
+            "nodes",
+            "Pool nodes by state (ready, booting, provisioning, not_ready, cordoned_by_kubescaler, cordoned_by_others)",
+            t.nodes.clone(),
+        );
+        r.register("actions", "Actions carried out, by kind", t.actions.clone());
+        r.register(
+            "errors",
+            "Failed passes by source (kubernetes, provider) and kind",
+            t.errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            t.reconcile_seconds.clone(),
+        );
+        r.register(
+            "last_successful_reconcile_timestamp_seconds",
+            "Unix time of the last successful pass",
+            t.last_success.clone(),
+        );
+        r.register(
+            "leader",
+            "1 when this replica holds the leader lease and acts, else 0",
+            t.leader.clone(),
+        );
+        t
+    }
+
+    /// Uses `allowance` instead of [`IN_FLIGHT_ALLOWANCE`] for a pass in flight.
+    pub fn with_in_flight_allowance(mut self, tick: Duration, allowance: Duration) -> Self {
+        self.stall_after = tick.saturating_mul(3).saturating_add(allowance);
+        self
+    }
+
+    /// Records the pool as the planner saw it.
+    pub fn observe_pool(&self, s: &PoolSummary) {
+        self.free_slots.set(i64::from(s.free_slots));
+        self.available_slots.set(s.available_slots);
+        self.incoming_slots.set(i64::from(s.incoming_slots));
+        self.pending_servers.set(i64::from(s.pending_servers));
+        self.running_servers.set(i64::from(s.running_servers));
+        self.buffer.set(i64::from(s.buffer));
+        self.pool_target.set(i64::from(s.target_size));
+        for (state, n) in [
+            ("ready", s.active_nodes),
+            ("booting", s.booting_nodes),
+            ("provisioning", s.provisioning_nodes),
+            ("not_ready", s.not_ready_nodes),
+            ("cordoned_by_kubescaler", s.cordoned_by_kubescaler),
+            ("cordoned_by_others", s.cordoned_by_others),
+        ] {
+            self.nodes
+                .get_or_create(&StateLabels { state })
+                .set(i64::from(n));
+        }
+    }
+
+    /// Counts an action carried out.
+    pub fn action_done(&self, kind: ActionKind) {
+        self.actions
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a deletion cancelled by the live re-check.
+    pub fn deletion_cancelled(&self) {
+        self.actions
+            .get_or_create(&KindLabels {
+                kind: "delete-cancelled",
+            })
+            .inc();
+    }
+
+    /// Records the end of a pass: its duration, and its error if it failed.
+    pub fn pass_finished(&self, error: Option<&ScaleError>, elapsed: Duration) {
+        self.reconcile_seconds.observe(elapsed.as_secs_f64());
+        self.liveness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_attempt = Instant::now();
+        match error {
+            None => {
+                let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+                self.last_success.set(now);
+            }
+            Some(e) => {
+                let (source, kind) = error_labels(e);
+                self.errors
+                    .get_or_create(&ErrorLabels { source, kind })
+                    .inc();
+            }
+        }
+    }
+
+    /// The provider answered: its cluster and pool are resolved.
+    pub fn provider_resolved(&self) {
+        self.provider_resolved.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the provider has answered at least once.
+    pub fn is_provider_resolved(&self) -> bool {
+        self.provider_resolved.load(Ordering::Relaxed)
+    }
+
+    /// This replica became (or stopped being) the one that acts.
+    pub fn set_leader(&self, leader: bool) {
+        if leader && !self.is_leader.load(Ordering::Relaxed) {
+            // Leadership starts the liveness clock afresh: a standby runs no passes.
+            self.liveness
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .last_attempt = Instant::now();
+        }
+        self.is_leader.store(leader, Ordering::Relaxed);
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Liveness: a standby is alive while it serves; the leader must have finished a pass,
+    /// well or badly, within three ticks plus [`IN_FLIGHT_ALLOWANCE`] (a pass stuck longer
+    /// means a stuck process).
+    pub fn is_live(&self) -> bool {
+        if !self.is_leader.load(Ordering::Relaxed) {
+            return true;
+        }
+        let last = self
+            .liveness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_attempt;
+        last.elapsed() <= self.stall_after
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn error_labels(e: &ScaleError) -> (&'static str, &'static str) {
+    match e {
+        ScaleError::Kube(k) => (
+            "kubernetes",
+            match k {
+                KubeError::NotSynced(_) => "not_synced",
+                KubeError::Api { .. } => "api",
+                KubeError::Client(_) => "client",
+            },
+        ),
+        ScaleError::Provider(p) | ScaleError::Deletion { source: p, .. } => (
+            "provider",
+            match p {
+                ProviderError::Refused { .. } => "refused",
+                ProviderError::Api { .. } => "api",
+                ProviderError::UnknownNode { .. } => "unknown_node",
+                ProviderError::Config { .. } => "config",
+            },
+        ),
+        ScaleError::MissingResult(_) => ("provider", "missing_result"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_expose_pool_state_actions_and_errors() {
+        let t = Telemetry::new(Duration::from_secs(10));
+        t.observe_pool(&PoolSummary {
+            free_slots: 3,
+            buffer: 4,
+            target_size: 2,
+            active_nodes: 2,
+            cordoned_by_others: 1,
+            ..PoolSummary::default()
+        });
+        t.action_done(ActionKind::Grow);
+        t.pass_finished(
+            Some(&ScaleError::Kube(KubeError::NotSynced("x".into()))),
+            Duration::from_millis(3),
+        );
+        t.set_leader(true);
+        let text = t.encode();
+        for line in [
+            "kubescaler_free_slots 3",
+            "kubescaler_buffer_slots 4",
+            "kubescaler_pool_target_size 2",
+            "kubescaler_nodes{state=\"ready\"} 2",
+            "kubescaler_nodes{state=\"cordoned_by_others\"} 1",
+            "kubescaler_actions_total{kind=\"grow\"} 1",
+            "kubescaler_errors_total{source=\"kubernetes\",kind=\"not_synced\"} 1",
+            "kubescaler_reconcile_duration_seconds_count 1",
+            "kubescaler_leader 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn leader_without_a_pass_for_three_ticks_is_not_live_but_a_standby_is() {
+        let tick = Duration::from_millis(1);
+        let t = Telemetry::new(tick).with_in_flight_allowance(tick, Duration::ZERO);
+        assert!(t.is_live(), "standby");
+        t.set_leader(true);
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(!t.is_live(), "leader stalled past 3 ticks");
+        t.pass_finished(None, Duration::ZERO);
+        assert!(t.is_live());
+    }
+}

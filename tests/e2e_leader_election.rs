@@ -1,0 +1,144 @@
+//! Two kubescaler processes against one control plane and one cloud (harness in
+//! `tests/fullstack`): exactly one acts; when the leader is killed the other takes over within
+//! the lease duration; no action is taken twice; SIGTERM releases the Lease.
+//!
+//! Gated by `tests/cluster` (`KUBESCALER_E2E_KUBECONFIG`; required in CI).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use doks_fake::Operation;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+
+mod cluster;
+mod fullstack;
+use cluster::client_or_skip;
+use fullstack::{assert_clean_end, of, run, World, LEASE_SECS, NAMESPACE};
+
+/// The Lease holder's replica index, if any.
+async fn holder(w: &World) -> Option<usize> {
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), NAMESPACE);
+    let lease = leases.get_opt(&format!("lease-{}", w.id)).await.ok()??;
+    let id = lease.spec?.holder_identity?;
+    id.strip_prefix("replica-")?.parse().ok()
+}
+
+/// `kubescaler_leader` as replica `i` reports it on `/metrics`.
+async fn leader_metric(w: &World, i: usize) -> Option<u8> {
+    let port = w.daemons()[i].port;
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("kubescaler_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Actions a replica carried out, from its log.
+fn actions_of(w: &World, i: usize) -> usize {
+    w.daemons()[i].log_count(" action ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it_dies() {
+    let test = "e2e_leader_election";
+    let Some(client) = client_or_skip(test).await else {
+        return;
+    };
+    let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
+    let world = World::start_replicas(client, &kubeconfig, "lead", false, 2).await;
+    run(world, |w| async move {
+        let w = Arc::clone(&w);
+        let leader = w
+            .eventually("a leader", Duration::from_secs(30), || async {
+                holder(&w).await
+            })
+            .await;
+        let standby = 1 - leader;
+        // Both serve metrics; only the leader says it leads.
+        w.eventually(
+            "metrics of both replicas",
+            Duration::from_secs(20),
+            || async {
+                let l = leader_metric(&w, leader).await?;
+                let s = leader_metric(&w, standby).await?;
+                (l == 1 && s == 0).then_some(())
+            },
+        )
+        .await;
+
+        // Demand: the leader grows the pool, once.
+        w.create_servers(5).await;
+        w.eventually("the pool to grow to 2", Duration::from_secs(60), || async {
+            let pool = w.fake.pool(&w.cluster_id, &w.pool_id)?;
+            (pool.count == 2 && pool.nodes_in("running") == 2).then_some(())
+        })
+        .await;
+        assert!(actions_of(&w, leader) >= 1, "the leader acted");
+        assert_eq!(actions_of(&w, standby), 0, "the standby acted");
+        assert_eq!(
+            of(&w.fake, Operation::UpdateNodePool).len(),
+            1,
+            "one resize"
+        );
+
+        // The leader dies without releasing the Lease: the standby takes over once it expires.
+        w.daemons()[leader].kill();
+        let killed = Instant::now();
+        w.eventually(
+            "the standby to take over",
+            Duration::from_secs(30),
+            || async { (holder(&w).await == Some(standby)).then_some(()) },
+        )
+        .await;
+        let takeover = killed.elapsed();
+        let _ = writeln!(
+            std::io::stderr(),
+            "leader election: takeover {:.1} s after SIGKILL (lease duration {LEASE_SECS} s)",
+            takeover.as_secs_f64()
+        );
+        // Expiry plus one renewal attempt of the standby, on a busy machine.
+        assert!(
+            takeover <= Duration::from_secs(LEASE_SECS + 2),
+            "takeover took {takeover:?}"
+        );
+
+        // The new leader scales down by attrition; nothing is done twice.
+        let placement = w.placement().await;
+        for pod in placement.keys() {
+            w.delete_server(pod).await;
+        }
+        w.eventually("the pool back to 1", Duration::from_secs(60), || async {
+            (w.count() == 1 && w.nodes().await.len() == 1).then_some(())
+        })
+        .await;
+        assert!(actions_of(&w, standby) >= 2, "the new leader acted");
+        let deletes = of(&w.fake, Operation::DeleteNode);
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &deletes {
+            *per_node.entry(r.path.clone()).or_default() += 1;
+        }
+        assert!(
+            per_node.values().all(|n| *n == 1),
+            "a node deleted twice: {per_node:?}"
+        );
+        assert_eq!(
+            of(&w.fake, Operation::UpdateNodePool).len(),
+            1,
+            "no second resize"
+        );
+        assert_clean_end(&w);
+
+        // SIGTERM: the leader exits 0 and releases the Lease at once.
+        let code = w.daemons()[standby].terminate(Duration::from_secs(10));
+        assert_eq!(code, Some(0));
+        assert_eq!(holder(&w).await, None, "lease not released");
+    })
+    .await;
+}
