@@ -1,0 +1,1057 @@
+//! The `deploy/` manifests on the real local control plane (`hack/controlplane.sh start`):
+//!
+//! * `kubectl apply -k deploy/` (and the example token Secret) succeeds, and the Deployment's
+//!   pod template passes the namespace's PodSecurity `restricted` level (server-side dry run
+//!   of a Pod made from it);
+//! * a token requested for the ServiceAccount (TokenRequest, `kubectl create token`) can do
+//!   exactly what kubescaler needs and nothing else (`kubectl auth can-i` matrix, plus real
+//!   requests refused with 403);
+//! * the `kubescaler` binary, run as two replicas with only that token, against the DOKS fake
+//!   (`hack/doks-fake`, which registers Node objects as the pool grows), scales the pool up
+//!   for new game servers (bound by the real kube-scheduler), survives the loss of the leader
+//!   (the standby takes the Lease over) and scales down (cordon, then delete after the
+//!   expiration) with zero lost servers, never hitting a 403;
+//! * without a cluster: the ConfigMap's `config.yaml`, with the Deployment's env, passes
+//!   `kubescaler check-config`.
+//!
+//! `KUBESCALER_E2E_BIN=<path>` runs the replicas from another binary (e.g. the static one
+//! `hack/static-build.sh` prints, which the image ships); `KUBESCALER_E2E_LOG_DIR=<dir>` keeps
+//! their logs. The Deployment itself never runs here: the test plane has no kubelet and no
+//! controller-manager. Gated by `tests/cluster` (`KUBESCALER_E2E_KUBECONFIG`; required in CI).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use doks_fake::{FakeDoks, FakeOptions, PoolSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+mod cluster;
+use cluster::{client_or_skip, kubeconfig_or_skip};
+
+/// The namespace, ServiceAccount and Lease names of `deploy/`.
+const NAMESPACE: &str = "kubescaler";
+const SERVICE_ACCOUNT: &str = "kubescaler";
+const LEASE: &str = "kubescaler";
+/// The ServiceAccount's user name as the API server sees it.
+const SA_USER: &str = "system:serviceaccount:kubescaler:kubescaler";
+/// Label of the test pool's nodes (value: the test's id), the daemon's node selector.
+const POOL_LABEL: &str = "kubescaler-e2e/pool";
+/// Where the test's game server pods live.
+const POD_NAMESPACE: &str = "default";
+/// A DigitalOcean size the fake knows: 3900m allocatable, so three 1-CPU servers a node.
+const NODE_SIZE: &str = "s-4vcpu-8gb";
+/// Generous waits for a busy 2-core machine.
+const WAIT: Duration = Duration::from_secs(120);
+const LEASE_DURATION_SEC: u64 = 5;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+// --- kubectl ------------------------------------------------------------------------------
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e} (kubectl must be on PATH)"))
+}
+
+/// Runs kubectl and returns its stdout; panics with its stderr when it fails.
+fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl(kubeconfig, args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What every test of this file shares: the manifests applied once, and a kubeconfig holding
+/// only a token of kubescaler's ServiceAccount.
+struct Deployed {
+    sa_kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+static DEPLOYED: OnceLock<Deployed> = OnceLock::new();
+
+/// Applies `deploy/` (once per test process) and returns the admin and ServiceAccount
+/// kubeconfigs; `None` to skip.
+fn deployed(test: &str) -> Option<&'static Deployed> {
+    let admin = kubeconfig_or_skip(test)?;
+    Some(DEPLOYED.get_or_init(|| deploy(admin)))
+}
+
+fn deploy(admin: PathBuf) -> Deployed {
+    let base = repo().join("deploy");
+    let base = base.to_str().unwrap();
+    // The kustomize base renders (the same check as `kubectl kustomize deploy/` in CI).
+    let rendered = kubectl_ok(&admin, &["kustomize", base]);
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+    ] {
+        assert!(
+            rendered.contains(&format!("\nkind: {kind}\n")),
+            "kubectl kustomize deploy/ renders no {kind}:\n{rendered}"
+        );
+    }
+    assert!(
+        !rendered.contains("\nkind: Secret\n"),
+        "the base must not ship a Secret (secret-example.yaml is an example only)"
+    );
+    let applied = kubectl(&admin, &["apply", "-k", base]);
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        applied.status.success(),
+        "kubectl apply -k deploy/:\n{stderr}"
+    );
+    // A PodSecurity warning would mean the pod template breaks the namespace's level.
+    assert!(
+        !stderr.contains("would violate PodSecurity"),
+        "the Deployment breaks PodSecurity restricted:\n{stderr}"
+    );
+    // The example Secret (placeholder value), so that there is a Secret to be refused.
+    let example = repo().join("deploy/secret-example.yaml");
+    let example_text = std::fs::read_to_string(&example).unwrap();
+    assert!(
+        example_text.contains("EXAMPLE"),
+        "secret-example.yaml must say it is an example"
+    );
+    kubectl_ok(&admin, &["apply", "-f", example.to_str().unwrap()]);
+
+    // The pod template is admitted as a Pod under PodSecurity `restricted` (enforced on Pods,
+    // only warned on Deployments): a server-side dry run of a Pod made from it.
+    let deployment: serde_json::Value = serde_json::from_str(&kubectl_ok(
+        &admin,
+        &[
+            "get",
+            "deployment",
+            "kubescaler",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let template = &deployment["spec"]["template"];
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kubescaler-template-check", "namespace": NAMESPACE,
+                     "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pod_file = dir.path().join("pod.json");
+    std::fs::write(&pod_file, pod.to_string()).unwrap();
+    let dry = kubectl(
+        &admin,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            pod_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        dry.status.success(),
+        "a Pod from the Deployment's template is refused:\n{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    check_pod_template(template);
+
+    // TokenRequest for the ServiceAccount, and a kubeconfig with only that token.
+    let token = kubectl_ok(
+        &admin,
+        &[
+            "create",
+            "token",
+            SERVICE_ACCOUNT,
+            "-n",
+            NAMESPACE,
+            "--duration=2h",
+        ],
+    );
+    let sa_kubeconfig = dir.path().join("kubescaler-sa.kubeconfig");
+    write_token_kubeconfig(&admin, token.trim(), &sa_kubeconfig);
+    let whoami = kubectl_ok(
+        &sa_kubeconfig,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        whoami.trim(),
+        SA_USER,
+        "the token kubeconfig is not the ServiceAccount"
+    );
+    Deployed {
+        sa_kubeconfig,
+        _dir: dir,
+    }
+}
+
+/// The hardening the issue asks for, read back from the applied Deployment.
+fn check_pod_template(template: &serde_json::Value) {
+    let spec = &template["spec"];
+    assert_eq!(spec["serviceAccountName"], "kubescaler");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(spec["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &spec["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    for (kind, what) in [
+        ("requests", "cpu"),
+        ("requests", "memory"),
+        ("limits", "memory"),
+    ] {
+        assert!(
+            c["resources"][kind][what].is_string(),
+            "no resources.{kind}.{what}"
+        );
+    }
+    // The token is a file from the Secret, never an env value in the manifest.
+    let env = c["env"].as_array().cloned().unwrap_or_default();
+    assert!(
+        env.iter().all(|e| e["name"] != "CLOUD_PROVIDER_TOKEN"),
+        "the token must come from the mounted Secret file"
+    );
+    let volumes = spec["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "kubescaler-cloud-token"),
+        "the token Secret is not mounted"
+    );
+}
+
+/// A kubeconfig for the admin kubeconfig's API server (and CA) authenticating with `token`
+/// only: no client certificate, no other user.
+fn write_token_kubeconfig(admin: &Path, token: &str, out: &Path) {
+    let admin_cfg: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
+    let current = admin_cfg["current-context"].as_str().unwrap_or_default();
+    let contexts = admin_cfg["contexts"].as_sequence().unwrap();
+    let ctx = contexts
+        .iter()
+        .find(|c| c["name"].as_str() == Some(current))
+        .unwrap_or(&contexts[0]);
+    let cluster_name = ctx["context"]["cluster"].as_str().unwrap();
+    let cluster = admin_cfg["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some(cluster_name))
+        .unwrap()["cluster"]
+        .clone();
+    let cfg = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": serde_json::to_value(&cluster).unwrap()}],
+        "users": [{"name": "kubescaler", "user": {"token": token}}],
+        "contexts": [{"name": "kubescaler", "context": {"cluster": "e2e", "user": "kubescaler"}}],
+        "current-context": "kubescaler",
+    });
+    std::fs::write(out, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+}
+
+// --- the shipped configuration -----------------------------------------------------------
+
+/// The ConfigMap's `config.yaml`, with the env the Deployment sets, is a valid configuration
+/// (`kubescaler check-config`, exit 0) that reads the token from the mounted Secret file and
+/// serves the probes' port. Needs no cluster.
+#[test]
+fn configmap_config_passes_check_config_with_the_deployment_env() {
+    let configmap: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("deploy/configmap.yaml")).unwrap(),
+    )
+    .unwrap();
+    let config_yaml = configmap["data"]["config.yaml"]
+        .as_str()
+        .expect("deploy/configmap.yaml has data.config.yaml");
+    let deployment: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("deploy/deployment.yaml")).unwrap(),
+    )
+    .unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(args, ["--config", "/etc/kubescaler/config.yaml"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, config_yaml).unwrap();
+    // The mounted Secret's file, here in the temp dir.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "dop_v1_EXAMPLE_not_a_real_token_0123456789\n").unwrap();
+    assert!(
+        config_yaml.contains("cloud-provider-token-file: /var/run/secrets/kubescaler/token"),
+        "the config must read the token from the Secret mounted by the Deployment"
+    );
+    // The downward-API env of the Deployment, with values a pod would get.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubescaler"));
+    cmd.env_clear().current_dir(dir.path());
+    for var in container["env"].as_sequence().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.namespace") => "kubescaler",
+            Some("metadata.name") => "kubescaler-7d9f8b6c5-x2x4q",
+            _ => var["value"].as_str().unwrap_or_default(),
+        };
+        cmd.env(name, value);
+    }
+    let out = cmd
+        .arg("--config")
+        .arg(&config)
+        .arg("--cloud-provider-token-file")
+        .arg(&token_file)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check-config refuses the ConfigMap's config.yaml:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "0.0.0.0:8080",
+        "kubescaler-7d9f8b6c5-x2x4q",
+        "leader-election-namespace: kubescaler",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "effective config lacks {expected:?}:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("dop_v1_EXAMPLE"),
+        "check-config printed the token"
+    );
+}
+
+// --- RBAC ---------------------------------------------------------------------------------
+
+/// The `kubectl auth can-i` matrix: the answer least privilege demands, then the question.
+/// Cluster-scoped questions take no namespace; `resource/name` asks about one object.
+const CAN_I: &str = "
+# What kubescaler does.
+yes get nodes
+yes list nodes
+yes watch nodes
+yes patch nodes
+yes get pods --all-namespaces
+yes list pods --all-namespaces
+yes watch pods --all-namespaces
+yes create events -n default
+yes patch events -n default
+yes create events -n game-servers
+yes create events.events.k8s.io -n default
+yes patch events.events.k8s.io -n default
+yes create leases.coordination.k8s.io -n kubescaler
+yes get leases.coordination.k8s.io/kubescaler -n kubescaler
+yes patch leases.coordination.k8s.io/kubescaler -n kubescaler
+yes get namespaces/kubescaler
+# Secrets: none, anywhere (the cloud token is a mounted file).
+no  get secrets --all-namespaces
+no  list secrets --all-namespaces
+no  watch secrets --all-namespaces
+no  get secrets/kubescaler-cloud-token -n kubescaler
+no  list secrets -n kubescaler
+# Pods: read only.
+no  delete pods --all-namespaces
+no  deletecollection pods --all-namespaces
+no  create pods --all-namespaces
+no  patch pods --all-namespaces
+no  update pods --all-namespaces
+no  create pods --subresource=eviction --all-namespaces
+no  create pods --subresource=exec --all-namespaces
+# Nodes: no write beyond patch (nodes are deleted through the cloud API).
+no  create nodes
+no  update nodes
+no  delete nodes
+no  deletecollection nodes
+no  patch nodes --subresource=status
+no  update nodes --subresource=status
+no  get nodes --subresource=proxy
+# Leases: only its own, only in its namespace; no list, watch, update or delete.
+no  get leases.coordination.k8s.io -n kube-system
+no  create leases.coordination.k8s.io -n default
+no  patch leases.coordination.k8s.io/kubescaler -n default
+no  patch leases.coordination.k8s.io/kube-scheduler -n kubescaler
+no  list leases.coordination.k8s.io -n kubescaler
+no  watch leases.coordination.k8s.io -n kubescaler
+no  update leases.coordination.k8s.io/kubescaler -n kubescaler
+no  delete leases.coordination.k8s.io/kubescaler -n kubescaler
+# Events: write only.
+no  list events --all-namespaces
+no  delete events -n default
+# Namespaces: its own, get only.
+no  get namespaces/default
+no  list namespaces
+no  patch namespaces/kubescaler
+# Nothing else.
+no  get configmaps -n kubescaler
+no  create serviceaccounts --subresource=token -n kubescaler
+no  create clusterrolebindings
+no  escalate clusterroles
+no  impersonate users
+no  patch deployments.apps -n kubescaler
+no  * *
+";
+
+#[test]
+fn service_account_has_exactly_the_rbac_kubescaler_needs() {
+    let test = "service_account_has_exactly_the_rbac_kubescaler_needs";
+    let Some(d) = deployed(test) else { return };
+    let mut table = String::new();
+    let mut wrong = Vec::new();
+    let questions = CAN_I
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    for line in questions {
+        let (want, question) = line.split_once(' ').unwrap();
+        let (expected, question) = (want == "yes", question.trim());
+        let mut args = vec!["auth", "can-i"];
+        args.extend(question.split_whitespace());
+        let out = kubectl(&d.sa_kubeconfig, &args);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // can-i exits 0 for yes, 1 for no; anything else (or no answer) is an error.
+        let got = match (answer.as_str(), out.status.code()) {
+            ("yes", Some(0)) => true,
+            ("no", Some(1)) => false,
+            _ => panic!(
+                "kubectl auth can-i {question}: unexpected answer {answer:?} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        };
+        let mark = if got == expected { "ok" } else { "WRONG" };
+        table.push_str(&format!(
+            "  can-i {question:<62} {answer:<3} (want {}) {mark}\n",
+            if expected { "yes" } else { "no" }
+        ));
+        if got != expected {
+            wrong.push(question);
+        }
+    }
+    eprintln!("kubectl auth can-i as {SA_USER}:\n{table}");
+    assert!(
+        wrong.is_empty(),
+        "RBAC differs from least privilege on {wrong:?}:\n{table}"
+    );
+
+    // Real requests, not only the authorizer's opinion: each is refused with 403.
+    for args in [
+        &["get", "secret", "kubescaler-cloud-token", "-n", NAMESPACE][..],
+        &["get", "secrets", "--all-namespaces"][..],
+        &["delete", "pod", "any-pod", "-n", "default"][..],
+        &["delete", "node", "any-node"][..],
+        &["get", "leases", "-n", "kube-system"][..],
+    ] {
+        let out = kubectl(&d.sa_kubeconfig, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("Forbidden") && stderr.contains(SA_USER),
+            "kubectl {args:?} as the ServiceAccount was not refused with 403: {stderr}"
+        );
+    }
+    eprintln!(
+        "kubectl auth can-i --list as {SA_USER} (namespace {NAMESPACE}):\n{}",
+        kubectl_ok(
+            &d.sa_kubeconfig,
+            &["auth", "can-i", "--list", "-n", NAMESPACE]
+        )
+    );
+}
+
+// --- the daemon with only the ServiceAccount's token --------------------------------------
+
+/// The binary the replicas run: `KUBESCALER_E2E_BIN` (e.g. the static release binary of
+/// `hack/static-build.sh`, the one the image ships) or this build's `kubescaler`.
+fn daemon_binary() -> PathBuf {
+    std::env::var_os("KUBESCALER_E2E_BIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kubescaler")))
+}
+
+/// A `kubescaler` child process; stopped (SIGTERM, then SIGKILL) when dropped. On a failing
+/// test its log is printed.
+struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    http: String,
+}
+
+impl Daemon {
+    fn start(name: &str, dir: &Path, config: &Path, api_url: &str, port: u16) -> Daemon {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).unwrap();
+        let child = Command::new(daemon_binary())
+            .arg("--config")
+            .arg(config)
+            .args(["--leader-election-identity", name])
+            .args(["--http-listen-address", &format!("127.0.0.1:{port}")])
+            // Nothing from the test's environment: only the config file, the ServiceAccount
+            // kubeconfig it names and the (fake) API URL.
+            .env_clear()
+            .env("DIGITALOCEAN_API_URL", api_url)
+            .env("HOSTNAME", name)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start kubescaler");
+        Daemon {
+            name: name.to_owned(),
+            child,
+            log,
+            http: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: a replica that vanishes without releasing the Lease (its node died).
+    fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; whether it exited on its own.
+    fn stop(&mut self, grace: Duration) -> bool {
+        if !self.running() {
+            return true;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.running() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill_hard();
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+        // KUBESCALER_E2E_LOG_DIR=<dir> keeps every replica's log for a look afterwards.
+        if let Some(keep) = std::env::var_os("KUBESCALER_E2E_LOG_DIR") {
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(&self.log, keep.join(format!("{}.log", self.name)));
+        }
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            let _ = writeln!(
+                std::io::stderr(),
+                "--- last {} lines of kubescaler {} ({}) ---\n{}",
+                tail.len(),
+                self.name,
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// Lines of a daemon's log that say it was refused by the API server's authorizer.
+fn forbidden_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("forbidden") || l.contains(" 403") || l.contains("code: 403")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn http_get(url: &str) -> Option<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let resp = client.get(url).send().await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.unwrap_or_default()))
+}
+
+async fn lease_holder(admin: &Client) -> Option<String> {
+    Api::<Lease>::namespaced(admin.clone(), NAMESPACE)
+        .get_opt(LEASE)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+/// The pool's nodes (by the test's pool label): name → unschedulable.
+async fn pool_nodes(admin: &Client, id: &str) -> BTreeMap<String, bool> {
+    Api::<Node>::all(admin.clone())
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={id}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| {
+            let cordoned = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
+            (n.metadata.name.unwrap_or_default(), cordoned)
+        })
+        .collect()
+}
+
+/// The test's server pods: name → node (None while pending).
+async fn servers(admin: &Client, id: &str) -> BTreeMap<String, Option<String>> {
+    Api::<Pod>::namespaced(admin.clone(), POD_NAMESPACE)
+        .list(&ListParams::default().labels(&format!("app={id}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            (
+                p.metadata.name.unwrap_or_default(),
+                p.spec.and_then(|s| s.node_name),
+            )
+        })
+        .collect()
+}
+
+async fn create_server(admin: &Client, id: &str, name: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": id}},
+        "spec": {
+            "nodeSelector": {POOL_LABEL: id},
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "game",
+                "image": "registry.invalid/game-server:e2e",
+                "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
+            }],
+        },
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(admin.clone(), POD_NAMESPACE)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
+async fn delete_server(admin: &Client, name: &str) {
+    let _ = Api::<Pod>::namespaced(admin.clone(), POD_NAMESPACE)
+        .delete(name, &DeleteParams::default().grace_period(0))
+        .await;
+}
+
+/// The Events the given reporting instances recorded (events.k8s.io/v1 sees core v1 ones
+/// too): (reason, regarding kind/name, whether the reference carries the object's uid).
+async fn events_by(admin: &Client, instances: &[&str]) -> Vec<(String, String, bool)> {
+    let events = Api::<Event>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reporting_controller.as_deref() == Some("kubescaler")
+                && e.reporting_instance
+                    .as_deref()
+                    .is_some_and(|i| instances.contains(&i))
+        })
+        .map(|e| {
+            let r = e.regarding.unwrap_or_default();
+            let regarding = format!(
+                "{}/{}",
+                r.kind.unwrap_or_default(),
+                r.name.unwrap_or_default()
+            );
+            let has_uid = r.uid.is_some_and(|u| !u.is_empty());
+            (e.reason.unwrap_or_default(), regarding, has_uid)
+        })
+        .collect()
+}
+
+fn write_config(dir: &Path, sa_kubeconfig: &Path, token_file: &Path, id: &str) -> PathBuf {
+    let config = format!(
+        "\
+cloud-provider: digitalocean
+cloud-provider-token-file: {token}
+cluster-name: {id}
+node-pool-name: {id}-pool
+cluster-kube-config-path: {kubeconfig}
+node-selector: \"{POOL_LABEL}={id}\"
+server-pod-label-name: app
+server-pod-label-value: \"{id}\"
+minimum-node-pool-size: 1
+maximum-node-pool-size: 4
+buffer-slot-size: 2
+server-cpu-resource-request: 1000
+scale-loop-tick-sec: 1
+empty-node-expiration-sec: 3
+node-boot-timeout-sec: 60
+leader-election: true
+leader-election-namespace: {NAMESPACE}
+leader-election-lease-name: {LEASE}
+leader-election-lease-duration-sec: {LEASE_DURATION_SEC}
+log-format: text
+log-level: info,kubescaler=debug
+",
+        token = token_file.display(),
+        kubeconfig = sa_kubeconfig.display(),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// Two replicas of the real binary with only the ServiceAccount's token: scale up, leader
+/// lost, scale down, zero lost servers, no 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
+    let test = "two_replicas_with_only_the_service_account_scale_up_and_down";
+    let Some(d) = deployed(test) else { return };
+    let Some(admin) = client_or_skip(test).await else {
+        return;
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let id = format!("deploy-{}-{nanos}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+
+    // A Lease left by an earlier run (a killed replica does not release it) would only delay
+    // the election by its duration; remove it to keep the test short.
+    let _ = Api::<Lease>::namespaced(admin.clone(), NAMESPACE)
+        .delete(LEASE, &DeleteParams::default())
+        .await;
+
+    // The cloud: a DOKS fake registering its nodes in the control plane, one node to start.
+    let token = format!("e2e-token-{id}");
+    let fake = FakeDoks::start(FakeOptions {
+        token: token.clone(),
+        kube: Some(admin.clone()),
+        server_pod_selector: Some(format!("app={id}")),
+        boot_delay: Duration::from_secs(1),
+        ..FakeOptions::default()
+    })
+    .await
+    .expect("start the DOKS fake");
+    let cluster_id = fake.add_cluster(&id);
+    let pool_id = fake
+        .add_pool(
+            &cluster_id,
+            PoolSpec::new(format!("{id}-pool"), NODE_SIZE, 1).label(POOL_LABEL, &id),
+        )
+        .await
+        .expect("add the pool");
+    eventually("the pool's first node", WAIT, || async {
+        (pool_nodes(&admin, &id).await.len() == 1).then_some(())
+    })
+    .await;
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let config = write_config(dir.path(), &d.sa_kubeconfig, &token_file, &id);
+    let (name_a, name_b) = (format!("{id}-a"), format!("{id}-b"));
+    let mut a = Daemon::start(&name_a, dir.path(), &config, fake.base_url(), free_port());
+    let mut b = Daemon::start(&name_b, dir.path(), &config, fake.base_url(), free_port());
+
+    // Both replicas are alive and ready (caches synced with the ServiceAccount's rights,
+    // provider resolved with the token file); one holds the Lease.
+    for r in [&a, &b] {
+        eventually(&format!("{} /readyz 200", r.name), WAIT, || async {
+            let (status, _) = http_get(&format!("{}/readyz", r.http)).await?;
+            (status == 200).then_some(())
+        })
+        .await;
+        let (status, _) = http_get(&format!("{}/healthz", r.http))
+            .await
+            .expect("/healthz answers");
+        assert_eq!(status, 200, "{} /healthz", r.name);
+    }
+    let leader = eventually("a replica to hold the Lease", WAIT, || async {
+        lease_holder(&admin).await
+    })
+    .await;
+    assert!(
+        leader == a.name || leader == b.name,
+        "the Lease is held by {leader:?}, not by a replica"
+    );
+    eprintln!("leader: {leader}");
+
+    // Scale up: 5 servers of 1 CPU need 5 + buffer 2 = 7 slots: three nodes of 3 slots.
+    let names: Vec<String> = (0..5).map(|i| format!("{id}-server-{i}")).collect();
+    for name in &names {
+        create_server(&admin, &id, name).await;
+    }
+    let placement = eventually(
+        "5 servers bound by the scheduler on 3 nodes",
+        WAIT,
+        || async {
+            let nodes = pool_nodes(&admin, &id).await;
+            let servers = servers(&admin, &id).await;
+            let bound: Option<Vec<String>> = servers.values().cloned().collect();
+            let bound = bound?;
+            (nodes.len() == 3 && bound.len() == 5 && bound.iter().all(|n| nodes.contains_key(n)))
+                .then_some(servers)
+        },
+    )
+    .await;
+    eprintln!("after scale-up: {placement:?}");
+    let pool = fake.pool(&cluster_id, &pool_id).expect("the pool");
+    assert_eq!(pool.count, 3, "the pool's count after scale-up");
+    assert_eq!(fake.lost_servers(), 0, "servers lost during scale-up");
+    let mut seen_nodes: BTreeSet<String> = pool_nodes(&admin, &id).await.into_keys().collect();
+
+    // The leader vanishes without releasing the Lease (its node died): the standby takes over
+    // within about the lease duration and carries on.
+    let (old, standby) = if leader == a.name {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let old_log = {
+        old.kill_hard();
+        old.log_text()
+    };
+    let standby_name = standby.name.clone();
+    eventually(
+        &format!("{standby_name} to take the Lease over"),
+        Duration::from_secs(LEASE_DURATION_SEC * 6 + 30),
+        || async { (lease_holder(&admin).await.as_deref() == Some(&standby_name)).then_some(()) },
+    )
+    .await;
+
+    // Scale down: 4 servers end; the one left (plus a buffer of 2) fits on its own node. The
+    // others are cordoned, then deleted after the 3 s expiration, never with a server on them.
+    let keep = names[0].clone();
+    let keep_node = placement[&keep].clone().unwrap();
+    for name in &names[1..] {
+        delete_server(&admin, name).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let nodes = pool_nodes(&admin, &id).await;
+        seen_nodes.extend(nodes.keys().cloned());
+        if nodes.len() == 1 && nodes.contains_key(&keep_node) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for the pool to shrink to {keep_node}: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        fake.pool(&cluster_id, &pool_id).unwrap().count,
+        1,
+        "the pool's count after scale-down"
+    );
+    assert_eq!(
+        servers(&admin, &id)
+            .await
+            .get(&keep)
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some(keep_node.as_str()),
+        "the last server is still on its node"
+    );
+    assert!(
+        !pool_nodes(&admin, &id).await[&keep_node],
+        "the last server's node must not stay cordoned"
+    );
+
+    // /metrics is Prometheus text.
+    let (status, metrics) = http_get(&format!("{}/metrics", standby.http))
+        .await
+        .expect("/metrics answers");
+    assert_eq!(status, 200, "/metrics");
+    assert!(
+        metrics.contains("# TYPE"),
+        "/metrics is not Prometheus text:\n{metrics}"
+    );
+
+    // Events for the actions, written with the ServiceAccount's rights. The references of
+    // ScaleUp (kubescaler's Namespace) and Cordon (a live node) carry the object's uid, which
+    // the daemon has only if RBAC let it read the object: a 403 there is swallowed (the Event
+    // is still recorded, by name), so this is where a missing `get` shows.
+    let events = events_by(&admin, &[&name_a, &name_b]).await;
+    eprintln!("kubescaler's events: {events:?}");
+    for reason in ["ScaleUp", "Cordon", "DeleteNode"] {
+        assert!(
+            events.iter().any(|(r, _, _)| r == reason),
+            "no {reason} Event from kubescaler (saw {events:?})"
+        );
+    }
+    for (reason, regarding) in [("ScaleUp", "Namespace/kubescaler"), ("Cordon", "Node/")] {
+        assert!(
+            events
+                .iter()
+                .filter(|(r, o, _)| r == reason && o.starts_with(regarding))
+                .all(|(_, _, uid)| *uid),
+            "a {reason} Event regards {regarding} without its uid: the daemon could not read \
+             the object (RBAC): {events:?}"
+        );
+    }
+    let on_pool_nodes: BTreeSet<&str> = events
+        .iter()
+        .filter(|(_, o, _)| {
+            o.strip_prefix("Node/")
+                .is_some_and(|n| seen_nodes.contains(n))
+        })
+        .map(|(r, _, _)| r.as_str())
+        .collect();
+    assert!(
+        on_pool_nodes.contains("Cordon") && on_pool_nodes.contains("DeleteNode"),
+        "Cordon and DeleteNode must regard the pool's nodes: {events:?}"
+    );
+
+    // Zero lost servers, a conforming cloud conversation, and never a 403.
+    assert_eq!(
+        fake.lost_servers(),
+        0,
+        "servers lost: {:?}",
+        fake.lost_server_pods()
+    );
+    assert!(
+        fake.kube_errors().is_empty(),
+        "fake's Kubernetes errors: {:?}",
+        fake.kube_errors()
+    );
+    let rejected: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.rejection.is_some())
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "requests the DOKS API would refuse: {rejected:?}"
+    );
+    let standby_log = standby.log_text();
+    for (name, log) in [("old leader", &old_log), ("new leader", &standby_log)] {
+        let forbidden = forbidden_lines(log);
+        assert!(
+            forbidden.is_empty(),
+            "{name} was refused by RBAC (the Role/ClusterRole or the daemon is wrong):\n{}",
+            forbidden.join("\n")
+        );
+    }
+
+    // Graceful stop: SIGTERM ends the daemon.
+    assert!(
+        standby.stop(Duration::from_secs(15)),
+        "kubescaler did not exit within 15 s of SIGTERM"
+    );
+    delete_server(&admin, &keep).await;
+    fake.shutdown().await;
+    let _ = Api::<Lease>::namespaced(admin.clone(), NAMESPACE)
+        .delete(LEASE, &DeleteParams::default())
+        .await;
+}
