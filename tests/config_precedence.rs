@@ -1,7 +1,7 @@
 //! Layering of defaults < file < env < flags, file discovery, and where values come from.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kubescaler::cli::Overrides;
 use kubescaler::config::{
@@ -9,32 +9,18 @@ use kubescaler::config::{
     ValueSource, KEYS,
 };
 
+mod config_support;
+
 const TOKEN: &str = "dop_v1_precedence_token_0123456789";
 
 fn required_env() -> BTreeMap<String, String> {
-    [
-        ("CLUSTER_NAME", "game-cluster"),
-        ("NODE_POOL_NAME", "game-pool"),
-        ("NODE_SELECTOR", "role=game-servers"),
-        ("SERVER_POD_LABEL_NAME", "app"),
-        ("SERVER_POD_LABEL_VALUE", "game-server"),
-        ("CLOUD_PROVIDER_TOKEN", TOKEN),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path
+    config_support::required_env(TOKEN)
 }
 
 #[test]
 fn flag_overrides_env_overrides_file_overrides_default() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(dir.path(), "c.yaml", "buffer-slot-size: 5\n");
+    let file = config_support::write(dir.path(), "c.yaml", "buffer-slot-size: 5\n");
 
     // Default only.
     let mut sources = ConfigSources {
@@ -76,7 +62,7 @@ fn flag_overrides_env_overrides_file_overrides_default() {
 #[test]
 fn precedence_holds_for_every_kind_of_value() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = config_support::write(
         dir.path(),
         "c.yaml",
         "dry-run: true\nlog-format: json\nserver-pod-tolerations: [a]\ncluster-name: from-file\n",
@@ -173,8 +159,8 @@ fn explicit_config_path_that_does_not_exist_is_an_error() {
 #[test]
 fn explicit_config_path_wins_over_default_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let default = write(dir.path(), "config.yaml", "buffer-slot-size: 1\n");
-    let explicit = write(dir.path(), "other.yaml", "buffer-slot-size: 2\n");
+    let default = config_support::write(dir.path(), "config.yaml", "buffer-slot-size: 1\n");
+    let explicit = config_support::write(dir.path(), "other.yaml", "buffer-slot-size: 2\n");
     let sources = ConfigSources {
         file: Some(explicit),
         default_file: Some(default),
@@ -187,7 +173,7 @@ fn explicit_config_path_wins_over_default_file() {
 #[test]
 fn empty_file_and_null_values_leave_keys_unset() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let empty = write(dir.path(), "empty.yaml", "");
+    let empty = config_support::write(dir.path(), "empty.yaml", "");
     let sources = ConfigSources {
         file: Some(empty),
         env: required_env(),
@@ -198,7 +184,7 @@ fn empty_file_and_null_values_leave_keys_unset() {
         4
     );
 
-    let nulls = write(
+    let nulls = config_support::write(
         dir.path(),
         "nulls.yaml",
         "buffer-slot-size:\nserver-pod-tolerations: ~\nserver-memory-resource-request:\n",
@@ -260,7 +246,7 @@ fn cpu_request_accepts_millicores_and_quantities() {
         ("server-cpu-resource-request: \"0.0001\"\n", 1),
     ];
     for (yaml, want) in cases {
-        let file = write(dir.path(), "cpu.yaml", yaml);
+        let file = config_support::write(dir.path(), "cpu.yaml", yaml);
         let sources = ConfigSources {
             file: Some(file),
             env: required_env(),
@@ -313,7 +299,7 @@ fn memory_values_accept_quantities() {
         ("server-memory-resource-request: 1048576\n", 1 << 20),
         ("server-memory-resource-request: \"1048576\"\n", 1 << 20),
     ] {
-        let file = write(dir.path(), "mem.yaml", yaml);
+        let file = config_support::write(dir.path(), "mem.yaml", yaml);
         let sources = ConfigSources {
             file: Some(file),
             env: required_env(),
@@ -328,7 +314,7 @@ fn memory_values_accept_quantities() {
 #[test]
 fn tolerations_from_yaml_list_or_comma_separated_string() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = config_support::write(
         dir.path(),
         "t.yaml",
         "server-pod-tolerations:\n  - dedicated=game:NoSchedule\n  - \"*\"\n  - gpu\n",
@@ -426,7 +412,7 @@ fn example_config_file_is_valid_and_documents_every_key() {
 #[test]
 fn origins_name_the_token_file_when_the_token_is_read_from_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = write(dir.path(), "token", &format!("  {TOKEN}\n"));
+    let token_file = config_support::write(dir.path(), "token", &format!("  {TOKEN}\n"));
     let mut env = required_env();
     env.remove("CLOUD_PROVIDER_TOKEN");
     env.insert(

@@ -2,33 +2,18 @@
 //! when it is the bad value or the file around it fails to parse.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use kubescaler::cli::{Cli, Overrides};
 use kubescaler::config::{load, load_with_origins, ConfigSources, SecretToken, KEYS};
 
 use clap::Parser;
 
+mod config_support;
+
 const TOKEN: &str = "dop_v1_REDACTION_secret_4f3c2b1a0987654321";
 
 fn required_env() -> BTreeMap<String, String> {
-    [
-        ("CLUSTER_NAME", "game-cluster"),
-        ("NODE_POOL_NAME", "game-pool"),
-        ("NODE_SELECTOR", "role=game-servers"),
-        ("SERVER_POD_LABEL_NAME", "app"),
-        ("SERVER_POD_LABEL_VALUE", "game-server"),
-        ("CLOUD_PROVIDER_TOKEN", TOKEN),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path
+    config_support::required_env(TOKEN)
 }
 
 /// Neither the token nor a long fragment of it appears in `text`.
@@ -112,7 +97,7 @@ fn redacted_yaml_loads_back_to_the_same_config_apart_from_the_token() {
         "cloud-provider-token: <redacted>",
         "cloud-provider-token: null",
     );
-    let file = write(dir.path(), "round-trip.yaml", &yaml);
+    let file = config_support::write(dir.path(), "round-trip.yaml", &yaml);
     let token_only: BTreeMap<String, String> =
         [("CLOUD_PROVIDER_TOKEN".to_string(), TOKEN.to_string())].into();
     let reloaded = load(&ConfigSources {
@@ -144,7 +129,7 @@ fn token_is_not_shown_when_yaml_fails_to_parse_near_it() {
         format!("{TOKEN}: 1\n"),
     ];
     for text in texts {
-        let file = write(dir.path(), "config.yaml", &text);
+        let file = config_support::write(dir.path(), "config.yaml", &text);
         let sources = ConfigSources {
             file: Some(file),
             ..Default::default()
@@ -212,7 +197,8 @@ fn token_is_scrubbed_when_pasted_into_another_key() {
 #[test]
 fn token_file_content_is_scrubbed_from_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = write(dir.path(), "token", &format!("{TOKEN} trailing words\n"));
+    let token_file =
+        config_support::write(dir.path(), "token", &format!("{TOKEN} trailing words\n"));
     let mut env = required_env();
     env.remove("CLOUD_PROVIDER_TOKEN");
     env.insert(
@@ -231,7 +217,7 @@ fn token_file_content_is_scrubbed_from_errors() {
 #[test]
 fn token_as_wrong_type_in_file_is_redacted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = config_support::write(
         dir.path(),
         "c.yaml",
         &format!("cloud-provider-token:\n  - {TOKEN}\n"),

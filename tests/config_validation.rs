@@ -2,26 +2,17 @@
 //! problems collected in one pass.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use kubescaler::cli::Overrides;
 use kubescaler::config::{load, ConfigError, ConfigErrors, ConfigSources, ValueSource};
 use kubescaler::provider;
 
+mod config_support;
+
 const TOKEN: &str = "dop_v1_validation_token_0123456789";
 
 fn required_env() -> BTreeMap<String, String> {
-    [
-        ("CLUSTER_NAME", "game-cluster"),
-        ("NODE_POOL_NAME", "game-pool"),
-        ("NODE_SELECTOR", "role=game-servers"),
-        ("SERVER_POD_LABEL_NAME", "app"),
-        ("SERVER_POD_LABEL_VALUE", "game-server"),
-        ("CLOUD_PROVIDER_TOKEN", TOKEN),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    config_support::required_env(TOKEN)
 }
 
 fn env_with(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -38,12 +29,6 @@ fn errors_for(env: BTreeMap<String, String>) -> ConfigErrors {
         ..Default::default()
     })
     .expect_err("should be invalid")
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write test file");
-    path
 }
 
 /// The single `Invalid` error of `key`.
@@ -167,7 +152,7 @@ fn wrong_type_is_reported_per_key_with_source() {
 #[test]
 fn wrong_type_in_file_names_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = config_support::write(
         dir.path(),
         "c.yaml",
         "buffer-slot-size: [1, 2]\nscale-loop-tick-sec: {a: 1}\nmaximum-node-pool-size: 2.5\n",
@@ -225,7 +210,7 @@ fn negative_integers_are_rejected() {
         "negative",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(dir.path(), "c.yaml", "buffer-slot-size: -3\n");
+    let file = config_support::write(dir.path(), "c.yaml", "buffer-slot-size: -3\n");
     let errors = load(&ConfigSources {
         file: Some(file.clone()),
         env: required_env(),
@@ -489,7 +474,7 @@ fn token_is_required_when_the_provider_needs_one() {
 #[test]
 fn token_and_token_file_both_set_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = write(dir.path(), "token", TOKEN);
+    let token_file = config_support::write(dir.path(), "token", TOKEN);
     let flags = Overrides {
         cloud_provider_token_file: Some(token_file.display().to_string()),
         ..Default::default()
@@ -514,7 +499,7 @@ fn token_and_token_file_both_set_is_an_error() {
 fn token_file_that_cannot_be_read_or_is_empty_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("no-such-token");
-    let empty = write(dir.path(), "empty-token", " \n");
+    let empty = config_support::write(dir.path(), "empty-token", " \n");
     for (path, reason) in [(missing, "cannot read"), (empty, "empty")] {
         let mut env = env_with(&[("CLOUD_PROVIDER_TOKEN_FILE", &path.display().to_string())]);
         env.remove("CLOUD_PROVIDER_TOKEN");
@@ -691,7 +676,7 @@ fn master_url_must_be_http_or_https() {
 #[test]
 fn unknown_key_in_file_suggests_nearest_valid_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(
+    let file = config_support::write(
         dir.path(),
         "config.yaml",
         "bufer-slot-size: 5\nbuffer_slot_size: 6\nmin-node-pool-size: 1\ntotally-unrelated: x\n",
@@ -731,7 +716,7 @@ fn unknown_key_in_file_suggests_nearest_valid_key() {
 #[test]
 fn invalid_yaml_and_non_mapping_file_are_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bad = write(dir.path(), "bad.yaml", "buffer-slot-size: [1\n");
+    let bad = config_support::write(dir.path(), "bad.yaml", "buffer-slot-size: [1\n");
     let errors = load(&ConfigSources {
         file: Some(bad.clone()),
         env: required_env(),
@@ -743,7 +728,7 @@ fn invalid_yaml_and_non_mapping_file_are_errors() {
         "{errors}"
     );
 
-    let list = write(dir.path(), "list.yaml", "- a\n- b\n");
+    let list = config_support::write(dir.path(), "list.yaml", "- a\n- b\n");
     let errors = load(&ConfigSources {
         file: Some(list.clone()),
         env: required_env(),
@@ -758,7 +743,7 @@ fn invalid_yaml_and_non_mapping_file_are_errors() {
         }]
     );
 
-    let dup = write(
+    let dup = config_support::write(
         dir.path(),
         "dup.yaml",
         "buffer-slot-size: 1\nbuffer-slot-size: 2\n",
