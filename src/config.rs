@@ -979,7 +979,9 @@ fn allowed_for(key: &str) -> String {
         }
         "server-pod-tolerations" => {
             "a list (comma-separated in env/flags) of *, key, key:Effect, key=value, \
-             key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute"
+             key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute; none may \
+             tolerate node.kubernetes.io/unschedulable, not-ready or unreachable as NoSchedule \
+             (so not *)"
                 .into()
         }
         "dry-run" => "true or false".into(),
@@ -1142,6 +1144,31 @@ fn to_list(kind: &ValueKind) -> Result<Vec<String>, String> {
 
 /// A tracing filter, refusing bare words that are not levels: EnvFilter would take `warning`
 /// or `verbose` as a target name and silently log nothing of kubescaler.
+/// Taints that keep servers off a node kubescaler is draining (its cordon) or that is not
+/// ready: servers tolerating them would land where they must not, and attrition would never end.
+const FENCE_TAINTS: &[&str] = &[
+    "node.kubernetes.io/unschedulable",
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+fn refuse_fence_toleration(item: &str, toleration: &Toleration) -> Result<(), String> {
+    let fence = FENCE_TAINTS.iter().find(|key| {
+        toleration.tolerates(&crate::model::Taint {
+            key: (**key).to_string(),
+            value: String::new(),
+            effect: crate::model::TaintEffect::NoSchedule,
+        })
+    });
+    match fence {
+        Some(key) => Err(format!(
+            "{item:?} tolerates {key}:NoSchedule: servers would be placed on nodes kubescaler \
+             cordoned to drain them (or on nodes not ready), so they would never empty"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn check_log_level(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be empty".into());
@@ -1364,8 +1391,12 @@ impl Resolver<'_> {
             .parsed("server-pod-tolerations", |k, _| {
                 to_list(k)?
                     .iter()
-                    .map(|item| item.parse::<Toleration>())
-                    .collect::<Result<Vec<_>, _>>()
+                    .map(|item| {
+                        let toleration = item.parse::<Toleration>()?;
+                        refuse_fence_toleration(item, &toleration)?;
+                        Ok(toleration)
+                    })
+                    .collect::<Result<Vec<_>, String>>()
             })
             // Unset (no error recorded): no tolerations.
             .or_else(|| self.get("server-pod-tolerations").is_none().then(Vec::new));

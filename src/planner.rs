@@ -17,9 +17,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::{Config, NodeTemplate};
-use crate::model::{ClusterSnapshot, NodeState, Resources, Toleration};
+use crate::model::{ClusterSnapshot, NodeState, Resources, TaintEffect, Toleration};
 use crate::provider::NodeRef;
-use crate::scheduling::{slots_in, tolerates_all};
+use crate::scheduling::{admission_default_tolerations, slots_in, tolerates_all};
 
 /// The settings the planner uses, taken from [`Config`].
 #[derive(Clone, Debug, PartialEq)]
@@ -273,7 +273,13 @@ fn classify(node: &NodeState, now: Timestamp, cfg: &PlannerConfig) -> Class {
             Class::Foreign
         };
     }
-    if node.ready {
+    // A Ready node still fenced by a lifecycle taint takes no server yet (the scheduler says
+    // so), but will shortly: it is capacity on its way, like a node still booting.
+    let initialising = node
+        .taints
+        .iter()
+        .any(|t| t.effect == TaintEffect::NoSchedule && BOOT_TAINTS.contains(&t.key.as_str()));
+    if node.ready && !initialising {
         return Class::Active;
     }
     let young = node.created.is_some_and(|created| {
@@ -319,6 +325,14 @@ pub fn plan(
         }
     }
 
+    // What the server pods tolerate once admitted: the configured tolerations plus the
+    // defaults the API server adds to every pod.
+    let tolerations: Vec<Toleration> = cfg
+        .tolerations
+        .iter()
+        .cloned()
+        .chain(admission_default_tolerations())
+        .collect();
     let views: Vec<NodeView> = snapshot
         .nodes
         .iter()
@@ -328,16 +342,19 @@ pub fn plan(
                 .map(|u| (u.used, u.pods, u.daemon_used, u.daemon_pods, u.servers))
                 .unwrap_or_default();
             let class = classify(node, now, cfg);
-            // Lifecycle taints come and go with readiness (a node registers with them and loses
-            // them just after turning Ready): they are no reason to doubt its capacity, and
-            // counting it as zero would order another node.
-            let lasting: Vec<_> = node
-                .taints
-                .iter()
-                .filter(|t| !BOOT_TAINTS.contains(&t.key.as_str()))
-                .cloned()
-                .collect();
-            let fits = tolerates_all(&cfg.tolerations, &lasting);
+            let fits = if class == Class::Booting {
+                // The slots a booting node will have once its lifecycle taints are lifted;
+                // counted as zero, they would order another node.
+                let lasting: Vec<_> = node
+                    .taints
+                    .iter()
+                    .filter(|t| !BOOT_TAINTS.contains(&t.key.as_str()))
+                    .cloned()
+                    .collect();
+                tolerates_all(&tolerations, &lasting)
+            } else {
+                tolerates_all(&tolerations, &node.taints)
+            };
             let slots = |used: Resources, pods: u32| {
                 if fits {
                     slots_in(
@@ -365,7 +382,7 @@ pub fn plan(
     let learned = views
         .iter()
         .filter(|v| v.node.allocatable.cpu_millis > 0 && v.node.allocatable_pods > 0)
-        .filter(|v| tolerates_all(&cfg.tolerations, &v.node.taints))
+        .filter(|v| v.tolerated)
         .map(|v| v.empty_slots)
         .min();
     let slots_per_new_node = learned.or_else(|| {

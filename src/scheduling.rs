@@ -3,58 +3,134 @@
 //! `resource.PodRequests`, NodeResourcesFit, NodeUnschedulable, TaintToleration); the end-to-end
 //! oracle test checks it against the real scheduler.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::model::{Resources, Taint, TaintEffect, Toleration};
-use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+use crate::quantity::{parse_cpu_millis, parse_quantity_to};
+
+/// A request while it is being summed: memory in millibytes, so that fractional byte requests
+/// add up exactly and round once per pod, as the scheduler's `Quantity` sum does.
+#[derive(Clone, Copy, Default)]
+struct Exact {
+    cpu_millis: u64,
+    memory_millibytes: u64,
+}
+
+impl Exact {
+    fn add(self, o: Exact) -> Exact {
+        Exact {
+            cpu_millis: self.cpu_millis.saturating_add(o.cpu_millis),
+            memory_millibytes: self.memory_millibytes.saturating_add(o.memory_millibytes),
+        }
+    }
+    fn max(self, o: Exact) -> Exact {
+        Exact {
+            cpu_millis: self.cpu_millis.max(o.cpu_millis),
+            memory_millibytes: self.memory_millibytes.max(o.memory_millibytes),
+        }
+    }
+    fn rounded(self) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis,
+            memory_bytes: self.memory_millibytes.div_ceil(1000),
+        }
+    }
+}
 
 /// Reads cpu and memory out of a resource list. The API server validated these quantities, so
 /// an unparsable one cannot occur on a real pod; it counts as zero rather than failing a pass.
-fn resource_list(list: Option<&BTreeMap<String, Quantity>>) -> Resources {
+/// (CPU needs no exact sum: the API server keeps CPU requests to whole millicores.)
+fn resource_list(list: Option<&BTreeMap<String, Quantity>>) -> Exact {
     let Some(list) = list else {
-        return Resources::default();
+        return Exact::default();
     };
-    Resources {
+    Exact {
         cpu_millis: list
             .get("cpu")
             .and_then(|q| parse_cpu_millis(&q.0).ok())
             .unwrap_or(0),
-        memory_bytes: list
+        memory_millibytes: list
             .get("memory")
-            .and_then(|q| parse_memory_bytes(&q.0).ok())
+            .and_then(|q| parse_quantity_to(&q.0, 3).ok())
             .unwrap_or(0),
     }
 }
 
-fn container_requests(c: &Container) -> Resources {
-    resource_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
+/// The request of one running container, as the scheduler counts it with in-place resize: the
+/// larger of what the spec asks and what the kubelet reports allocated and actuated; for a
+/// resize found infeasible, only what it actually runs with.
+fn container_requests(
+    c: &Container,
+    statuses: &HashMap<&str, &ContainerStatus>,
+    resize_infeasible: bool,
+) -> Exact {
+    let spec = resource_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()));
+    let Some(status) = statuses.get(c.name.as_str()) else {
+        return spec;
+    };
+    let Some(actual) = status.resources.as_ref() else {
+        return spec;
+    };
+    let running = resource_list(actual.requests.as_ref())
+        .max(resource_list(status.allocated_resources.as_ref()));
+    if resize_infeasible {
+        running
+    } else {
+        spec.max(running)
+    }
+}
+
+/// Whether the pod's resize was found infeasible (`PodResizePending` with reason Infeasible, or
+/// the older `status.resize`).
+fn resize_infeasible(status: &PodStatus) -> bool {
+    status.resize.as_deref() == Some("Infeasible")
+        || status.conditions.iter().flatten().any(|c| {
+            c.type_ == "PodResizePending"
+                && c.status == "True"
+                && c.reason.as_deref() == Some("Infeasible")
+        })
 }
 
 /// A pod's effective request as kube-scheduler computes it:
 /// `max(apps + sidecars, init peak) + overhead`, with pod-level requests replacing the
-/// container aggregate for the resources they name.
-pub fn pod_requests(spec: &PodSpec) -> Resources {
+/// container aggregate for the resources they name, running containers counted with their
+/// in-place resize status, and fractional memory rounded up once for the whole pod.
+pub fn pod_requests(spec: &PodSpec, status: Option<&PodStatus>) -> Resources {
+    let statuses: HashMap<&str, &ContainerStatus> = status
+        .into_iter()
+        .flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        })
+        .map(|cs| (cs.name.as_str(), cs))
+        .collect();
+    let infeasible = status.is_some_and(resize_infeasible);
+    let running = |c: &Container| container_requests(c, &statuses, infeasible);
+
     let mut apps = spec
         .containers
         .iter()
-        .map(container_requests)
-        .fold(Resources::default(), Resources::saturating_add);
+        .map(running)
+        .fold(Exact::default(), Exact::add);
 
-    let mut sidecars = Resources::default();
-    let mut init_peak = Resources::default();
+    let mut sidecars = Exact::default();
+    let mut init_peak = Exact::default();
     for init in spec.init_containers.iter().flatten() {
-        let req = container_requests(init);
         if init.restart_policy.as_deref() == Some("Always") {
             // A sidecar keeps running next to the app containers.
-            apps = apps.saturating_add(req);
-            sidecars = sidecars.saturating_add(req);
+            let req = running(init);
+            apps = apps.add(req);
+            sidecars = sidecars.add(req);
             init_peak = init_peak.max(sidecars);
         } else {
             // An ordinary init container runs alone beside the sidecars started before it.
-            init_peak = init_peak.max(req.saturating_add(sidecars));
+            let req = resource_list(init.resources.as_ref().and_then(|r| r.requests.as_ref()));
+            init_peak = init_peak.max(req.add(sidecars));
         }
     }
     let mut effective = apps.max(init_peak);
@@ -65,10 +141,26 @@ pub fn pod_requests(spec: &PodSpec) -> Resources {
             effective.cpu_millis = named.cpu_millis;
         }
         if pod_level.contains_key("memory") {
-            effective.memory_bytes = named.memory_bytes;
+            effective.memory_millibytes = named.memory_millibytes;
         }
     }
-    effective.saturating_add(resource_list(spec.overhead.as_ref()))
+    effective
+        .add(resource_list(spec.overhead.as_ref()))
+        .rounded()
+}
+
+/// Tolerations the API server's DefaultTolerationSeconds admission adds to every pod: a pod
+/// stays (and may be placed) on a node that is not ready or unreachable for 300 s.
+pub fn admission_default_tolerations() -> [Toleration; 2] {
+    [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ]
+    .map(|key| Toleration {
+        key: key.to_string(),
+        value: None,
+        effect: Some(TaintEffect::NoExecute),
+    })
 }
 
 /// Whether a pod with `tolerations` may be scheduled onto a node with `taints`: every
@@ -133,7 +225,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(pod_requests(&spec), r(750, 1 << 30));
+        assert_eq!(pod_requests(&spec, None), r(750, 1 << 30));
     }
 
     #[test]
@@ -158,7 +250,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert_eq!(pod_requests(&spec).cpu_millis, 1000);
+        assert_eq!(pod_requests(&spec, None).cpu_millis, 1000);
     }
 
     #[test]
@@ -168,7 +260,7 @@ mod tests {
             init_containers: Some(vec![container("1", "", false)]),
             ..Default::default()
         };
-        assert_eq!(pod_requests(&spec).cpu_millis, 1000);
+        assert_eq!(pod_requests(&spec, None).cpu_millis, 1000);
     }
 
     #[test]
@@ -182,7 +274,7 @@ mod tests {
             ]),
             ..Default::default()
         };
-        assert_eq!(pod_requests(&spec).cpu_millis, 600);
+        assert_eq!(pod_requests(&spec, None).cpu_millis, 600);
         // An init container before the sidecar does not see it.
         let spec = PodSpec {
             containers: vec![container("300m", "", false)],
@@ -192,7 +284,7 @@ mod tests {
             ]),
             ..Default::default()
         };
-        assert_eq!(pod_requests(&spec).cpu_millis, 500);
+        assert_eq!(pod_requests(&spec, None).cpu_millis, 500);
     }
 
     #[test]
@@ -205,7 +297,7 @@ mod tests {
             )])),
             ..Default::default()
         };
-        assert_eq!(pod_requests(&spec).cpu_millis, 1250);
+        assert_eq!(pod_requests(&spec, None).cpu_millis, 1250);
     }
 
     #[test]
@@ -215,7 +307,73 @@ mod tests {
             resources: reqs("2", ""),
             ..Default::default()
         };
-        assert_eq!(pod_requests(&spec), r(2000, 1 << 30));
+        assert_eq!(pod_requests(&spec, None), r(2000, 1 << 30));
+    }
+
+    fn status_with(cpu: &str, infeasible: bool) -> PodStatus {
+        use k8s_openapi::api::core::v1::PodCondition;
+        PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "c".into(),
+                resources: reqs(cpu, ""),
+                allocated_resources: Some(BTreeMap::from([(
+                    "cpu".to_string(),
+                    Quantity(cpu.to_string()),
+                )])),
+                ..Default::default()
+            }]),
+            conditions: infeasible.then(|| {
+                vec![PodCondition {
+                    type_: "PodResizePending".into(),
+                    status: "True".into(),
+                    reason: Some("Infeasible".into()),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resize_in_progress_counts_the_larger_of_spec_and_status() {
+        let spec = PodSpec {
+            containers: vec![container("1", "", false)],
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_requests(&spec, Some(&status_with("2", false))).cpu_millis,
+            2000
+        );
+        let spec = PodSpec {
+            containers: vec![container("3", "", false)],
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_requests(&spec, Some(&status_with("1", false))).cpu_millis,
+            3000
+        );
+    }
+
+    #[test]
+    fn infeasible_resize_counts_what_the_pod_runs_with() {
+        let spec = PodSpec {
+            containers: vec![container("3", "", false)],
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_requests(&spec, Some(&status_with("1", true))).cpu_millis,
+            1000
+        );
+    }
+
+    #[test]
+    fn fractional_memory_is_summed_exactly_and_rounded_once_per_pod() {
+        // 500m bytes twice is 1 byte to the scheduler, not 2.
+        let spec = PodSpec {
+            containers: vec![container("", "500m", false), container("", "500m", false)],
+            ..Default::default()
+        };
+        assert_eq!(pod_requests(&spec, None).memory_bytes, 1);
     }
 
     #[test]

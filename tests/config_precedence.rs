@@ -317,7 +317,7 @@ fn tolerations_from_yaml_list_or_comma_separated_string() {
     let file = config_support::write(
         dir.path(),
         "t.yaml",
-        "server-pod-tolerations:\n  - dedicated=game:NoSchedule\n  - \"*\"\n  - gpu\n",
+        "server-pod-tolerations:\n  - dedicated=game:NoSchedule\n  - \"spot:NoExecute\"\n  - gpu\n",
     );
     let sources = ConfigSources {
         file: Some(file),
@@ -330,7 +330,7 @@ fn tolerations_from_yaml_list_or_comma_separated_string() {
         .iter()
         .map(|t| t.to_string())
         .collect();
-    assert_eq!(got, ["dedicated=game:NoSchedule", "*", "gpu"]);
+    assert_eq!(got, ["dedicated=game:NoSchedule", "spot:NoExecute", "gpu"]);
 
     let mut env = required_env();
     env.insert(

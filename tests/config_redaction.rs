@@ -80,7 +80,7 @@ fn redacted_yaml_loads_back_to_the_same_config_apart_from_the_token() {
     let mut env = required_env();
     env.insert(
         "SERVER_POD_TOLERATIONS".into(),
-        "dedicated=game:NoSchedule,*".into(),
+        "dedicated=game:NoSchedule,spot:NoExecute".into(),
     );
     env.insert("SERVER_MEMORY_RESOURCE_REQUEST".into(), "1.5Gi".into());
     env.insert("SERVER_CPU_RESOURCE_REQUEST".into(), "0.5".into());

@@ -756,3 +756,30 @@ fn invalid_yaml_and_non_mapping_file_are_errors() {
     .expect_err("duplicate key");
     assert!(errors.to_string().contains("duplicate"), "{errors}");
 }
+
+#[test]
+fn tolerations_that_let_servers_onto_cordoned_nodes_are_refused() {
+    for bad in [
+        "*",
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/not-ready:NoSchedule",
+    ] {
+        let errors = load(&ConfigSources {
+            env: env_with(&[("SERVER_POD_TOLERATIONS", bad)]),
+            ..ConfigSources::default()
+        })
+        .expect_err(bad);
+        let text = errors.to_string();
+        assert!(text.contains("server-pod-tolerations"), "{text}");
+        assert!(text.contains("cordoned"), "{text}");
+    }
+    // A NoExecute-only toleration of not-ready does not open the fence.
+    load(&ConfigSources {
+        env: env_with(&[(
+            "SERVER_POD_TOLERATIONS",
+            "node.kubernetes.io/not-ready:NoExecute,dedicated=games:NoSchedule",
+        )]),
+        ..ConfigSources::default()
+    })
+    .expect("valid");
+}

@@ -381,20 +381,46 @@ fn booting_node_with_the_not_ready_taint_still_counts_as_incoming() {
 }
 
 #[test]
-fn ready_node_not_yet_rid_of_the_not_ready_taint_counts_its_slots() {
-    // Between turning Ready and the lifecycle controller removing the taint.
-    let mut fresh = node("b", 4);
-    fresh.taints.push(Taint {
-        key: "node.kubernetes.io/not-ready".into(),
-        value: "".into(),
-        effect: TaintEffect::NoSchedule,
-    });
-    let p = plan(
-        &snap(vec![node("a", 4), fresh], servers_on("a", 4)),
-        2,
-        now(),
-        &cfg(),
-    );
+fn ready_node_still_carrying_a_lifecycle_taint_is_incoming_not_free() {
+    // Just Ready, the lifecycle controller has not lifted the taint yet: the scheduler places
+    // nothing there (so no free slot), but its capacity is on its way (so no new order).
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.cloudprovider.kubernetes.io/uninitialized",
+    ] {
+        let mut fresh = node("b", 4);
+        fresh.created = Some(ago(60));
+        fresh.taints.push(Taint {
+            key: key.into(),
+            value: "".into(),
+            effect: TaintEffect::NoSchedule,
+        });
+        let p = plan(
+            &snap(vec![node("a", 4), fresh], servers_on("a", 4)),
+            2,
+            now(),
+            &cfg(),
+        );
+        assert_eq!(p.summary.free_slots, 0, "{key}");
+        assert_eq!(p.summary.incoming_slots, 4, "{key}");
+        assert!(p.actions.is_empty(), "{key}: {:?}", p.actions);
+    }
+}
+
+#[test]
+fn not_ready_noexecute_taints_are_tolerated_like_admission_does() {
+    // DefaultTolerationSeconds gives every pod these two tolerations.
+    let mut n = node("a", 4);
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        n.taints.push(Taint {
+            key: key.into(),
+            value: "".into(),
+            effect: TaintEffect::NoExecute,
+        });
+    }
+    let p = plan(&snap(vec![n], vec![]), 1, now(), &cfg());
     assert_eq!(p.summary.free_slots, 4);
-    assert!(p.actions.is_empty(), "{:?}", p.actions);
 }
