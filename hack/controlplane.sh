@@ -324,6 +324,26 @@ cmd_start() {
     touch "$RUN_DIR/$MARKER"
     make_pki
 
+    # Audit log: Metadata level, for the kubescaler-e2e identity only unless
+    # KUBESCALER_AUDIT says otherwise (each RequestReceived event is one request).
+    local audit_flags=()
+    case ${KUBESCALER_AUDIT:-kubescaler} in
+    off) ;;
+    all | kubescaler)
+        {
+            printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n'
+            if [[ ${KUBESCALER_AUDIT:-kubescaler} == kubescaler ]]; then
+                printf -- '- level: Metadata\n  users: ["kubescaler-e2e"]\n- level: None\n'
+            else
+                printf -- '- level: Metadata\n'
+            fi
+        } >"$RUN_DIR/audit-policy.yaml"
+        audit_flags=(--audit-policy-file="$RUN_DIR/audit-policy.yaml"
+            --audit-log-path="$RUN_DIR/audit.log" --audit-log-format=json)
+        ;;
+    *) die "KUBESCALER_AUDIT must be kubescaler, all or off, not '$KUBESCALER_AUDIT'" ;;
+    esac
+
     read -r ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT SCHEDULER_PORT <<<"$(free_ports 4)"
     APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
     cat >"$RUN_DIR/env" <<EOF
@@ -347,26 +367,6 @@ EOF
         --initial-cluster-state=new \
         --unsafe-no-fsync=true
     wait_for etcd etcd_healthy
-
-    # Audit log: Metadata level, for the kubescaler-e2e identity only unless
-    # KUBESCALER_AUDIT says otherwise (each RequestReceived event is one request).
-    local audit_flags=()
-    case ${KUBESCALER_AUDIT:-kubescaler} in
-    off) ;;
-    all | kubescaler)
-        {
-            printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n'
-            if [[ ${KUBESCALER_AUDIT:-kubescaler} == kubescaler ]]; then
-                printf -- '- level: Metadata\n  users: ["kubescaler-e2e"]\n- level: None\n'
-            else
-                printf -- '- level: Metadata\n'
-            fi
-        } >"$RUN_DIR/audit-policy.yaml"
-        audit_flags=(--audit-policy-file="$RUN_DIR/audit-policy.yaml"
-            --audit-log-path="$RUN_DIR/audit.log" --audit-log-format=json)
-        ;;
-    *) die "KUBESCALER_AUDIT must be kubescaler, all or off, not '$KUBESCALER_AUDIT'" ;;
-    esac
 
     launch kube-apiserver "$bin/kube-apiserver" \
         --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
