@@ -425,12 +425,21 @@ pub async fn run_daemon(config: Config) -> Result<(), DaemonError> {
         http_state,
         stopped(stop_rx.clone()),
     ));
-    // Every replica, standby too, resolves the provider so that readiness means "could act".
-    tokio::spawn(resolve_provider(
-        Arc::clone(&provider),
-        Arc::clone(&telemetry),
-        stop_rx.clone(),
-    ));
+    // Every replica, standby too, resolves the provider before anything else, so that a
+    // misconfigured pool stops the process and readiness means "could act".
+    match resolve_provider(&provider, &telemetry, stop_rx.clone()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            info!("stopped before the cloud provider answered");
+            return Ok(());
+        }
+        Err(source) => {
+            return Err(DaemonError::Provider {
+                name: config.cloud_provider.clone(),
+                source,
+            })
+        }
+    }
 
     info!(
         provider = %config.cloud_provider,
@@ -464,26 +473,32 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Asks the provider for the pool until it answers, then marks it resolved.
+/// Asks the provider for the pool until it answers, then marks it resolved: `Ok(true)`.
+/// `Ok(false)` if shutdown came first. A refusal or a configuration error (a pool managed by
+/// the cloud's own autoscaler, a cluster or pool name that does not exist) is final: `Err`.
+/// Anything else (the API down, rate limits) is retried with backoff.
 async fn resolve_provider(
-    provider: Arc<dyn NodePoolProvider>,
-    telemetry: Arc<Telemetry>,
+    provider: &Arc<dyn NodePoolProvider>,
+    telemetry: &Telemetry,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
+) -> Result<bool, ProviderError> {
     let mut failures = 0;
     loop {
         match provider.target_size().await {
             Ok(size) => {
                 info!(target = size, "cloud provider resolved the pool");
                 telemetry.provider_resolved();
-                return;
+                return Ok(true);
+            }
+            Err(e @ (ProviderError::Refused { .. } | ProviderError::Config { .. })) => {
+                return Err(e)
             }
             Err(e) => {
                 failures += 1;
                 let delay = backoff(failures, BACKOFF_MAX);
                 warn!(error = %e, retry_in = ?delay, "cloud provider not reachable yet");
                 tokio::select! {
-                    _ = stopped(stop.clone()) => return,
+                    _ = stopped(stop.clone()) => return Ok(false),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
