@@ -12,15 +12,15 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use k8s_openapi::api::core::v1::{
-    Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus,
-    ResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::runtime::watcher::Event;
 use kubescaler::kubernetes::ClusterIndex;
+
+#[path = "support/mod.rs"]
+mod support;
 use kubescaler::model::{NodeState, PodState};
+use support::{node, node_name, q};
 
 /// Live bytes and blocks.
 static BYTES: AtomicIsize = AtomicIsize::new(0);
@@ -69,81 +69,6 @@ fn live() -> (isize, isize) {
         BYTES.load(Ordering::Relaxed),
         BLOCKS.load(Ordering::Relaxed),
     )
-}
-
-fn q(s: &str) -> Quantity {
-    Quantity(s.to_string())
-}
-
-fn node_name(n: usize) -> String {
-    format!("game-servers-pool-{n:06}")
-}
-
-/// A DigitalOcean node as the API server sends it: 12 labels, provider ID, allocatable,
-/// conditions, creation time.
-fn node(n: usize) -> Node {
-    let name = node_name(n);
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            creation_timestamp: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
-            labels: Some(BTreeMap::from([
-                ("beta.kubernetes.io/arch".to_string(), "amd64".to_string()),
-                ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
-                (
-                    "doks.digitalocean.com/node-id".to_string(),
-                    format!("c0ffee00-0000-4000-8000-{n:012}"),
-                ),
-                (
-                    "doks.digitalocean.com/node-pool".to_string(),
-                    "game-servers".to_string(),
-                ),
-                (
-                    "doks.digitalocean.com/node-pool-id".to_string(),
-                    "5a6b7c8d-0000-4000-8000-000000000001".to_string(),
-                ),
-                (
-                    "doks.digitalocean.com/version".to_string(),
-                    "1.33.1-do.0".to_string(),
-                ),
-                ("kubernetes.io/arch".to_string(), "amd64".to_string()),
-                ("kubernetes.io/hostname".to_string(), name.clone()),
-                ("kubernetes.io/os".to_string(), "linux".to_string()),
-                (
-                    "node.kubernetes.io/instance-type".to_string(),
-                    "c-32".to_string(),
-                ),
-                ("region".to_string(), "fra1".to_string()),
-                (
-                    "topology.kubernetes.io/region".to_string(),
-                    "fra1".to_string(),
-                ),
-            ])),
-            annotations: Some(BTreeMap::from([(
-                "node.alpha.kubernetes.io/ttl".to_string(),
-                "0".to_string(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(NodeSpec {
-            provider_id: Some(format!("digitalocean://{}", 400_000_000 + n)),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            allocatable: Some(BTreeMap::from([
-                ("cpu".to_string(), q("31850m")),
-                ("memory".to_string(), q("60Gi")),
-                ("pods".to_string(), q("110")),
-                ("ephemeral-storage".to_string(), q("300Gi")),
-            ])),
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".to_string(),
-                status: "True".to_string(),
-                ..NodeCondition::default()
-            }]),
-            ..NodeStatus::default()
-        }),
-    }
 }
 
 /// A bound game server pod with labels, an owner and two containers.
@@ -208,7 +133,7 @@ fn main() -> ExitCode {
     const NODES: usize = 1_000;
     let mut index = ClusterIndex::new(("app".to_string(), "game-server".to_string()));
     let (node_bytes, node_blocks) = per_entry(NODES, |n| {
-        index.on_node_event(Event::Apply(node(n)));
+        index.on_node_event(Event::Apply(node(n, false)));
     });
     let (pod_bytes, pod_blocks) = per_entry(PODS, |i| {
         index.on_pod_event(Event::Apply(pod(i)));
@@ -218,7 +143,7 @@ fn main() -> ExitCode {
     // What parts of an entry cost, to see what could shrink: a node's label map, and the
     // strings every pod holds (its key twice: as the map key and in the entry; its node name).
     let states: Vec<NodeState> = (0..NODES)
-        .filter_map(|n| kubescaler::kubernetes::index::node_state(&node(n)))
+        .filter_map(|n| kubescaler::kubernetes::index::node_state(&node(n, false)))
         .collect();
     let mut labels = Vec::with_capacity(NODES);
     let (label_bytes, _) = per_entry(NODES, |n| labels.push(states[n].labels.clone()));

@@ -11,7 +11,6 @@
 //! the idle minute). Gated by `tests/cluster` (`KUBESCALER_E2E_KUBECONFIG`).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -150,25 +149,6 @@ async fn client_from(path: &Path) -> Client {
         .await
         .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
     Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"))
-}
-
-/// Polls `check` every 250 ms until it yields a value; panics after [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Force-deletes everything labelled with this run's id (two requests).
@@ -357,12 +337,12 @@ async fn idle_scale_loop_sends_next_to_no_requests_with_100_nodes_and_3000_pods(
         }));
 
         // First sync: every node and pod in the cache, and a pass done.
-        let snapshot = eventually("kubescaler's first sync", || async {
+        let snapshot = cluster::eventually("kubescaler's first sync", WAIT, || async {
             let s = cluster.snapshot().await.ok()?;
             (s.nodes.len() == NODES && s.pods.len() == NODES * PODS_PER_NODE).then_some(s)
         })
         .await;
-        eventually("the first pass", || async {
+        cluster::eventually("the first pass", WAIT, || async {
             (provider.target_calls.load(Ordering::SeqCst) > 0).then_some(())
         })
         .await;

@@ -642,24 +642,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn http_get(url: &str) -> Option<(u16, String)> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
@@ -849,7 +831,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
         )
         .await
         .expect("add the pool");
-    eventually("the pool's first node", WAIT, || async {
+    cluster::eventually("the pool's first node", WAIT, || async {
         (pool_nodes(&admin, &id).await.len() == 1).then_some(())
     })
     .await;
@@ -864,7 +846,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
     // Both replicas are alive and ready (caches synced with the ServiceAccount's rights,
     // provider resolved with the token file); one holds the Lease.
     for r in [&a, &b] {
-        eventually(&format!("{} /readyz 200", r.name), WAIT, || async {
+        cluster::eventually(&format!("{} /readyz 200", r.name), WAIT, || async {
             let (status, _) = http_get(&format!("{}/readyz", r.http)).await?;
             (status == 200).then_some(())
         })
@@ -874,7 +856,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
             .expect("/healthz answers");
         assert_eq!(status, 200, "{} /healthz", r.name);
     }
-    let leader = eventually("a replica to hold the Lease", WAIT, || async {
+    let leader = cluster::eventually("a replica to hold the Lease", WAIT, || async {
         lease_holder(&admin).await
     })
     .await;
@@ -889,7 +871,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
     for name in &names {
         create_server(&admin, &id, name).await;
     }
-    let placement = eventually(
+    let placement = cluster::eventually(
         "5 servers bound by the scheduler on 3 nodes",
         WAIT,
         || async {
@@ -920,7 +902,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
         old.log_text()
     };
     let standby_name = standby.name.clone();
-    eventually(
+    cluster::eventually(
         &format!("{standby_name} to take the Lease over"),
         Duration::from_secs(LEASE_DURATION_SEC * 6 + 30),
         || async { (lease_holder(&admin).await.as_deref() == Some(&standby_name)).then_some(()) },

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
@@ -35,25 +35,6 @@ fn unique(test: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     format!("{test}-{}-{nanos}", std::process::id())
-}
-
-/// Polls `check` until it yields a value, failing after [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Creates a Ready node with `labels` and the given allocatable, as a kubelet would report it.
@@ -184,7 +165,7 @@ async fn snapshot_where(
     what: &str,
     accept: impl Fn(&ClusterSnapshot) -> bool,
 ) -> ClusterSnapshot {
-    eventually(what, || async {
+    cluster::eventually(what, WAIT, || async {
         match cluster.snapshot().await {
             Ok(s) if accept(&s) => Some(s),
             _ => None,

@@ -76,25 +76,7 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// Polls `check` every 200 ms until it yields a value; after `timeout` fails with `what` and
-/// whatever `context` says about the state at that moment.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use super::eventually;
 
 /// Allocatable resources of the pool's nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,8 +9,10 @@
 
 pub mod cloud;
 
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -49,4 +51,23 @@ pub async fn client_or_skip(test: &str) -> Option<Client> {
         .await
         .unwrap_or_else(|e| panic!("{test}: kubeconfig {}: {e}", path.display()));
     Some(Client::try_from(config).unwrap_or_else(|e| panic!("{test}: client: {e}")))
+}
+
+/// Polls `check` every 200 ms until it yields a value; fails with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
