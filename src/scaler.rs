@@ -327,7 +327,10 @@ impl Scaler {
             let Some(result) = result else { break };
             log_result(&result, &span);
             telemetry.pass_finished(result.as_ref().err(), started.elapsed());
-            if result.is_ok() {
+            let not_synced = matches!(result, Err(ScaleError::Kube(KubeError::NotSynced(_))));
+            if result.is_ok() || not_synced {
+                // Not synced is no failure: the Resynced event starts the next pass as soon as
+                // the caches are complete.
                 failures = 0;
                 next = Instant::now() + tick;
             } else {
@@ -348,6 +351,10 @@ fn log_result(result: &Result<PassReport, ScaleError>, span: &tracing::Span) {
             cancelled = r.cancelled_deletions.len(),
             "pass done"
         ),
+        // Expected at start and after a watch desync: not worth an error line.
+        Err(ScaleError::Kube(KubeError::NotSynced(why))) => {
+            info!(waiting_for = %why, "caches not synced yet; no action taken")
+        }
         Err(e) => error!(error = %e, "pass failed"),
     });
 }
@@ -786,6 +793,42 @@ mod tests {
         s.run(burst).await;
         // One pass at start, one for the burst; the tick (10 s) has not come.
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unsynced_caches_wait_for_the_resync_event_not_for_backoff() {
+        let (tx, _) = broadcast::channel(8);
+        let mut k = MockKubernetes::new();
+        let sub = tx.clone();
+        k.expect_changes().returning(move || sub.subscribe());
+        let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = synced.clone();
+        k.expect_snapshot().returning(move || {
+            if s2.load(Ordering::SeqCst) {
+                Ok(ClusterSnapshot::default())
+            } else {
+                Err(KubeError::NotSynced("pods have not listed".into()))
+            }
+        });
+        k.expect_publish_event().returning(|_| Ok(()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let mut p = MockNodePoolProvider::new();
+        p.expect_target_size().returning(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(1)
+        });
+        let s = scaler(k, p, false);
+        let world = async move {
+            // The caches fill after 3 s and say so.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            synced.store(true, Ordering::SeqCst);
+            let _ = tx.send(ChangeEvent::Resynced);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        s.run(world).await;
+        // The pass after the resync ran within the debounce, long before the 10 s tick.
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
