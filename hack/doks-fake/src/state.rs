@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 /// Largest count the fake accepts for one pool (a guard against runaway tests; DOKS's own
 /// limits are account quotas the description does not state).
-pub const MAX_POOL_COUNT: i64 = 512;
+pub const MAX_POOL_COUNT: i64 = 2048;
 
 /// Kubernetes version the fake's clusters report.
 const K8S_VERSION: &str = "1.35.1-do.0";
