@@ -21,15 +21,13 @@ use tokio::sync::broadcast;
 
 mod dofake;
 use dofake::{
-    driver, fast_options, games_cluster, node_ref, of, show, start_fake, wait_for, Identify,
+    driver, fast_options, games_cluster, node_ref, of, resolved_driver, show, start_fake, wait_for,
+    Identify,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_retried_after_its_ratelimit_reset() {
-    let fake = start_fake(|_| {}).await;
-    games_cluster(&fake, 0, 1).await;
-    let driver = driver(&fake, fast_options());
-    driver.resolve().await.unwrap_or_else(|e| panic!("{e}"));
+    let (fake, driver) = resolved_driver(1, fast_options()).await;
     fake.inject_fault(
         Operation::GetNodePool,
         Fault::RateLimited {
@@ -73,14 +71,11 @@ async fn two_500s_are_retried_and_the_call_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_attempts_the_driver_fails_clearly_with_the_apis_error() {
-    let fake = start_fake(|_| {}).await;
-    games_cluster(&fake, 0, 1).await;
     let options = DigitalOceanOptions {
         max_attempts: 3,
         ..fast_options()
     };
-    let driver = driver(&fake, options);
-    driver.resolve().await.unwrap_or_else(|e| panic!("{e}"));
+    let (fake, driver) = resolved_driver(1, options).await;
     fake.inject_fault(Operation::GetNodePool, Fault::ServerError, 10);
     let err = driver.target_size().await.expect_err("3 attempts, all 500");
     let text = err.to_string();
@@ -100,14 +95,11 @@ async fn past_its_attempts_the_driver_fails_clearly_with_the_apis_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_resetting_past_the_retry_budget_fails_at_once() {
-    let fake = start_fake(|_| {}).await;
-    games_cluster(&fake, 0, 1).await;
     let options = DigitalOceanOptions {
         retry_budget: Duration::from_secs(3),
         ..fast_options()
     };
-    let driver = driver(&fake, options);
-    driver.resolve().await.unwrap_or_else(|e| panic!("{e}"));
+    let (fake, driver) = resolved_driver(1, options).await;
     fake.inject_fault(
         Operation::GetNodePool,
         Fault::RateLimited {
@@ -136,14 +128,11 @@ async fn a_429_resetting_past_the_retry_budget_fails_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_answer_past_the_request_timeout_is_retried() {
-    let fake = start_fake(|_| {}).await;
-    games_cluster(&fake, 0, 1).await;
     let options = DigitalOceanOptions {
         request_timeout: Duration::from_millis(500),
         ..fast_options()
     };
-    let driver = driver(&fake, options);
-    driver.resolve().await.unwrap_or_else(|e| panic!("{e}"));
+    let (fake, driver) = resolved_driver(1, options).await;
     fake.inject_fault(
         Operation::GetNodePool,
         Fault::Delay(Duration::from_secs(5)),

@@ -76,6 +76,16 @@ pub fn driver(fake: &FakeDoks, options: DigitalOceanOptions) -> DigitalOcean {
     .unwrap_or_else(|e| panic!("build the driver: {e}"))
 }
 
+/// A fake holding the `games` cluster (its `game-servers` pool of `count` running nodes) and a
+/// driver for it with `options`, its names already resolved.
+pub async fn resolved_driver(count: u32, options: DigitalOceanOptions) -> (FakeDoks, DigitalOcean) {
+    let fake = start_fake(|_| {}).await;
+    games_cluster(&fake, 0, count).await;
+    let driver = driver(&fake, options);
+    driver.resolve().await.unwrap_or_else(|e| panic!("{e}"));
+    (fake, driver)
+}
+
 /// Polls until `check` holds, failing after `limit`.
 pub async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
