@@ -8,6 +8,8 @@ use kubescaler::cli::Overrides;
 use kubescaler::config::{load, load_with_origins, ConfigError, ConfigSources, ValueSource};
 use kubescaler::provider::digitalocean::{self, DEFAULT_API_URL};
 
+mod dofake;
+
 const TOKEN: &str = "dop_v1_api_url_token_0123456789";
 
 fn env(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -107,7 +109,13 @@ fn api_url_must_be_https_or_local_http_without_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_digitalocean_provider_talks_to_the_configured_api_url() {
+    let Some(spec_path) =
+        dofake::spec_or_skip("the_digitalocean_provider_talks_to_the_configured_api_url")
+    else {
+        return;
+    };
     let fake = doks_fake::FakeDoks::start(doks_fake::FakeOptions {
+        spec_path,
         token: TOKEN.to_owned(),
         ..Default::default()
     })

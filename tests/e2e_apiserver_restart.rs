@@ -52,7 +52,7 @@ fn run_env(dir: &Path) -> BTreeMap<String, String> {
 
 /// Runs `hack/controlplane.sh <args>` on the run dir `dir`, failing the test if it fails.
 async fn controlplane(dir: &Path, args: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane.sh");
+    let script = std::path::absolute("hack/controlplane.sh").unwrap_or_default();
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let output = tokio::task::spawn_blocking(move || {
@@ -127,7 +127,7 @@ struct RestartOnDrop(PathBuf);
 
 impl Drop for RestartOnDrop {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane.sh");
+        let script = std::path::absolute("hack/controlplane.sh").unwrap_or_default();
         let status = std::process::Command::new("bash")
             .arg(&script)
             .arg("start-apiserver")

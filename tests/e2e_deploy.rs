@@ -54,8 +54,10 @@ const NODE_SIZE: &str = "s-4vcpu-8gb";
 const WAIT: Duration = Duration::from_secs(120);
 const LEASE_DURATION_SEC: u64 = 5;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout under test: cargo runs tests from the package root. Read at run time, not
+/// fixed at build time, so a target dir shared between clones tests each clone's own files.
+fn repo() -> std::path::PathBuf {
+    std::env::current_dir().unwrap_or_else(|e| panic!("current dir: {e}"))
 }
 
 // --- kubectl ------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ async fn e2e_digitalocean_scales_up_for_servers_and_down_by_attrition_losing_non
         return;
     };
     let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
-    let world = World::start(client, &kubeconfig, "do", false).await;
+    let Some(spec_path) = fullstack::spec_or_skip(test) else {
+        return;
+    };
+    let world = World::start(spec_path, client, &kubeconfig, "do", false).await;
     run(world, |w| async move {
         scale_up_then_down_by_attrition(Arc::clone(&w), 1).await;
         assert_clean_end(&w);
@@ -41,7 +44,10 @@ async fn e2e_digitalocean_rides_out_api_faults_throughout_losing_none() {
         return;
     };
     let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
-    let world = World::start(client, &kubeconfig, "do-faults", true).await;
+    let Some(spec_path) = fullstack::spec_or_skip(test) else {
+        return;
+    };
+    let world = World::start(spec_path, client, &kubeconfig, "do-faults", true).await;
     run(world, |w| async move {
         scale_up_then_down_by_attrition(Arc::clone(&w), 3).await;
         assert_clean_end(&w);

@@ -52,7 +52,10 @@ async fn two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it_di
         return;
     };
     let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
-    let world = World::start_replicas(client, &kubeconfig, "lead", false, 2).await;
+    let Some(spec_path) = fullstack::spec_or_skip(test) else {
+        return;
+    };
+    let world = World::start_replicas(spec_path, client, &kubeconfig, "lead", false, 2).await;
     run(world, |w| async move {
         let w = Arc::clone(&w);
         let leader = w

@@ -27,7 +27,15 @@ use dofake::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_retried_after_its_ratelimit_reset() {
-    let (fake, driver) = resolved_driver(1, fast_options()).await;
+    let Some((fake, driver)) = resolved_driver(
+        "a_429_is_retried_after_its_ratelimit_reset",
+        1,
+        fast_options(),
+    )
+    .await
+    else {
+        return;
+    };
     fake.inject_fault(
         Operation::GetNodePool,
         Fault::RateLimited {
@@ -53,7 +61,10 @@ async fn a_429_is_retried_after_its_ratelimit_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_500s_are_retried_and_the_call_then_succeeds() {
-    let fake = start_fake(|_| {}).await;
+    let Some(fake) = start_fake("two_500s_are_retried_and_the_call_then_succeeds", |_| {}).await
+    else {
+        return;
+    };
     games_cluster(&fake, 0, 2).await;
     let driver = driver(&fake, fast_options());
     fake.inject_fault(Operation::GetNodePool, Fault::ServerError, 2);
@@ -75,7 +86,15 @@ async fn past_its_attempts_the_driver_fails_clearly_with_the_apis_error() {
         max_attempts: 3,
         ..fast_options()
     };
-    let (fake, driver) = resolved_driver(1, options).await;
+    let Some((fake, driver)) = resolved_driver(
+        "past_its_attempts_the_driver_fails_clearly_with_the_apis_error",
+        1,
+        options,
+    )
+    .await
+    else {
+        return;
+    };
     fake.inject_fault(Operation::GetNodePool, Fault::ServerError, 10);
     let err = driver.target_size().await.expect_err("3 attempts, all 500");
     let text = err.to_string();
@@ -99,7 +118,15 @@ async fn a_429_resetting_past_the_retry_budget_fails_at_once() {
         retry_budget: Duration::from_secs(3),
         ..fast_options()
     };
-    let (fake, driver) = resolved_driver(1, options).await;
+    let Some((fake, driver)) = resolved_driver(
+        "a_429_resetting_past_the_retry_budget_fails_at_once",
+        1,
+        options,
+    )
+    .await
+    else {
+        return;
+    };
     fake.inject_fault(
         Operation::GetNodePool,
         Fault::RateLimited {
@@ -132,7 +159,15 @@ async fn a_slow_answer_past_the_request_timeout_is_retried() {
         request_timeout: Duration::from_millis(500),
         ..fast_options()
     };
-    let (fake, driver) = resolved_driver(1, options).await;
+    let Some((fake, driver)) = resolved_driver(
+        "a_slow_answer_past_the_request_timeout_is_retried",
+        1,
+        options,
+    )
+    .await
+    else {
+        return;
+    };
     fake.inject_fault(
         Operation::GetNodePool,
         Fault::Delay(Duration::from_secs(5)),
@@ -156,7 +191,9 @@ async fn a_slow_answer_past_the_request_timeout_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_are_retried() {
-    let fake = start_fake(|_| {}).await;
+    let Some(fake) = start_fake("dropped_connections_are_retried", |_| {}).await else {
+        return;
+    };
     games_cluster(&fake, 2, 1).await;
     let driver = driver(&fake, fast_options());
     fake.inject_fault(Operation::ListClusters, Fault::DropConnection, 1);
@@ -174,7 +211,14 @@ async fn dropped_connections_are_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resize_retried_after_its_answer_was_dropped_does_not_grow_twice() {
-    let fake = start_fake(|_| {}).await;
+    let Some(fake) = start_fake(
+        "a_resize_retried_after_its_answer_was_dropped_does_not_grow_twice",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
     let (c, p) = games_cluster(&fake, 0, 1).await;
     let driver = driver(&fake, fast_options());
     driver.resolve().await.unwrap_or_else(|e| panic!("{e}"));
@@ -209,7 +253,14 @@ async fn a_resize_retried_after_its_answer_was_dropped_does_not_grow_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resize_that_timed_out_after_being_applied_does_not_grow_twice() {
-    let fake = start_fake(|_| {}).await;
+    let Some(fake) = start_fake(
+        "a_resize_that_timed_out_after_being_applied_does_not_grow_twice",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
     let (c, p) = games_cluster(&fake, 0, 2).await;
     let options = DigitalOceanOptions {
         request_timeout: Duration::from_millis(500),
@@ -239,7 +290,14 @@ async fn a_resize_that_timed_out_after_being_applied_does_not_grow_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_retried_after_its_answer_was_dropped_deletes_one_node() {
-    let fake = start_fake(|_| {}).await;
+    let Some(fake) = start_fake(
+        "a_delete_retried_after_its_answer_was_dropped_deletes_one_node",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
     let (c, p) = games_cluster(&fake, 0, 3).await;
     let driver = driver(&fake, fast_options());
     let view = fake.pool(&c, &p).unwrap_or_else(|| panic!("pool"));
@@ -322,7 +380,14 @@ impl Kubernetes for Frozen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_keeps_running_through_failed_passes_and_grows_once_the_api_recovers() {
-    let fake = start_fake(|o| o.boot_delay = Duration::from_secs(60)).await;
+    let Some(fake) = start_fake(
+        "the_loop_keeps_running_through_failed_passes_and_grows_once_the_api_recovers",
+        |o| o.boot_delay = Duration::from_secs(60),
+    )
+    .await
+    else {
+        return;
+    };
     let (c, p) = games_cluster(&fake, 0, 1).await;
     let env: BTreeMap<String, String> = [
         ("CLOUD_PROVIDER_TOKEN", dofake::TOKEN),

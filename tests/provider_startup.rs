@@ -66,7 +66,14 @@ fn run_daemon(fake_url: &str, pool: &str, dir: &std::path::Path) -> (Option<i32>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_refuses_to_start_on_a_pool_digitalocean_autoscales() {
-    let fake = start_fake(|_| {}).await;
+    let Some(fake) = start_fake(
+        "daemon_refuses_to_start_on_a_pool_digitalocean_autoscales",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
     let cluster = fake.add_cluster("games");
     let mut pool = PoolSpec::new("game-servers", "s-4vcpu-8gb", 2);
     pool.auto_scale = true;
@@ -87,7 +94,14 @@ async fn daemon_refuses_to_start_on_a_pool_digitalocean_autoscales() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_refuses_to_start_when_the_pool_name_does_not_exist_naming_those_that_do() {
-    let fake = start_fake(|_| {}).await;
+    let Some(fake) = start_fake(
+        "daemon_refuses_to_start_when_the_pool_name_does_not_exist_naming_those_that_do",
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
     let cluster = fake.add_cluster("games");
     fake.add_pool(&cluster, PoolSpec::new("game-servers", "s-4vcpu-8gb", 2))
         .await

@@ -1,7 +1,12 @@
 //! Shared setup of the tests that run the DigitalOcean driver against the DOKS fake
 //! (`hack/doks-fake`), which checks every request against
-//! `../shared/digitalocean/doks-node-pools.openapi.yaml`.
+//! `../shared/digitalocean/doks-node-pools.openapi.yaml`. A clone without that file skips
+//! these tests through [`prereq::skip`] ([`spec_or_skip`]).
 #![allow(dead_code)]
+
+#[path = "../prereq/mod.rs"]
+pub mod prereq;
+pub use prereq::spec_or_skip;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,18 +21,23 @@ pub const TOKEN: &str = "dop_v1_contract_test_token_0123456789";
 /// The pool label kubescaler's node-selector would match.
 pub const POOL_LABEL: (&str, &str) = ("role", "game-servers");
 
-/// A fake with a short boot delay and no Kubernetes side.
-pub async fn start_fake(tweak: impl FnOnce(&mut FakeOptions)) -> FakeDoks {
+/// A fake with a short boot delay and no Kubernetes side, or `None` to skip `test` (see
+/// [`spec_or_skip`]).
+pub async fn start_fake(test: &str, tweak: impl FnOnce(&mut FakeOptions)) -> Option<FakeDoks> {
+    let spec_path = spec_or_skip(test)?;
     let mut options = FakeOptions {
+        spec_path,
         token: TOKEN.to_owned(),
         boot_delay: Duration::from_millis(150),
         seed: Some(7),
         ..FakeOptions::default()
     };
     tweak(&mut options);
-    FakeDoks::start(options)
-        .await
-        .unwrap_or_else(|e| panic!("start the DOKS fake: {e}"))
+    Some(
+        FakeDoks::start(options)
+            .await
+            .unwrap_or_else(|e| panic!("start the DOKS fake: {e}")),
+    )
 }
 
 /// A cluster `games` among `others` other clusters, with a `system` pool and a `game-servers`
@@ -77,13 +87,17 @@ pub fn driver(fake: &FakeDoks, options: DigitalOceanOptions) -> DigitalOcean {
 }
 
 /// A fake holding the `games` cluster (its `game-servers` pool of `count` running nodes) and a
-/// driver for it with `options`, its names already resolved.
-pub async fn resolved_driver(count: u32, options: DigitalOceanOptions) -> (FakeDoks, DigitalOcean) {
-    let fake = start_fake(|_| {}).await;
+/// driver for it with `options`, its names already resolved; `None` to skip `test`.
+pub async fn resolved_driver(
+    test: &str,
+    count: u32,
+    options: DigitalOceanOptions,
+) -> Option<(FakeDoks, DigitalOcean)> {
+    let fake = start_fake(test, |_| {}).await?;
     games_cluster(&fake, 0, count).await;
     let driver = driver(&fake, options);
     driver.resolve().await.unwrap_or_else(|e| panic!("{e}"));
-    (fake, driver)
+    Some((fake, driver))
 }
 
 /// Polls until `check` holds, failing after `limit`.

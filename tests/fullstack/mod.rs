@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+// The binaries using this module also load `cluster`, which holds the prerequisite gate.
+pub use crate::cluster::prereq::spec_or_skip;
+
 use doks_fake::{Chaos, FakeDoks, FakeOptions, Fault, Operation, PoolSpec, Taint};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements, Toleration};
@@ -159,13 +162,20 @@ pub struct World {
 
 impl World {
     /// One kubescaler, leader election off.
-    pub async fn start(client: Client, kubeconfig: &Path, tag: &str, chaos: bool) -> World {
-        Self::start_replicas(client, kubeconfig, tag, chaos, 1).await
+    pub async fn start(
+        spec_path: PathBuf,
+        client: Client,
+        kubeconfig: &Path,
+        tag: &str,
+        chaos: bool,
+    ) -> World {
+        Self::start_replicas(spec_path, client, kubeconfig, tag, chaos, 1).await
     }
 
     /// `replicas` kubescaler processes; with more than one, they elect a leader on a Lease of
     /// their own (`lease-<id>` in `default`).
     pub async fn start_replicas(
+        spec_path: PathBuf,
         client: Client,
         kubeconfig: &Path,
         tag: &str,
@@ -174,6 +184,7 @@ impl World {
     ) -> World {
         let id = unique(tag);
         let fake = FakeDoks::start(FakeOptions {
+            spec_path,
             token: TOKEN.to_owned(),
             boot_delay: Duration::from_secs(2),
             kube: Some(client.clone()),

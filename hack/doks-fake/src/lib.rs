@@ -94,7 +94,7 @@ mod state;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -105,23 +105,84 @@ use tokio::task::JoinHandle;
 pub use kube_side::{default_sizes, LostServer, NodeShape};
 pub use state::{NodeView, PoolSpec, PoolView, Taint};
 
-/// Environment variable naming the OpenAPI description (overrides the default path).
+/// Environment variable naming the OpenAPI description (overrides the search beside the
+/// repository).
 pub const SPEC_ENV: &str = "DOKS_FAKE_SPEC";
 
 /// The description's place relative to the kubescaler repository root: CI lays out `shared/`
 /// beside the clone.
 pub const SPEC_RELATIVE_TO_REPO: &str = "../shared/digitalocean/doks-node-pools.openapi.yaml";
 
-/// [`SPEC_ENV`] if set, else [`SPEC_RELATIVE_TO_REPO`] resolved from the kubescaler
-/// repository this crate was built in.
-pub fn default_spec_path() -> PathBuf {
-    if let Some(p) = std::env::var_os(SPEC_ENV).filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+/// The OpenAPI description could not be found; says where it looked and how to point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecNotFound {
+    /// The paths tried, in order.
+    pub tried: Vec<PathBuf>,
+}
+
+impl fmt::Display for SpecNotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tried: Vec<String> = self.tried.iter().map(|p| p.display().to_string()).collect();
+        write!(
+            f,
+            "DigitalOcean's API description doks-node-pools.openapi.yaml is missing (tried: {}); \
+             pass --spec PATH or set {SPEC_ENV}, or lay out shared/digitalocean/ beside the \
+             kubescaler repository",
+            if tried.is_empty() {
+                "no kubescaler repository above the current directory".to_owned()
+            } else {
+                tried.join(", ")
+            }
+        )
     }
-    // This crate lives in <repo>/hack/doks-fake.
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+}
+
+impl std::error::Error for SpecNotFound {}
+
+/// Finds the description at run time: [`SPEC_ENV`] if set, else [`SPEC_RELATIVE_TO_REPO`]
+/// beside the kubescaler repository that holds the current directory (cargo runs tests from
+/// their package's directory, both inside it). Never a path fixed at build time, so a build
+/// shared between clones, or one moved, finds each clone's own neighbourhood.
+pub fn locate_spec() -> Result<PathBuf, SpecNotFound> {
+    let env = std::env::var_os(SPEC_ENV).filter(|p| !p.is_empty());
+    let cwd = std::env::current_dir().unwrap_or_default();
+    locate_spec_from(env.map(PathBuf::from), &cwd)
+}
+
+/// [`locate_spec`] with its inputs given: the env value and the directory to search up from.
+pub fn locate_spec_from(explicit: Option<PathBuf>, start: &Path) -> Result<PathBuf, SpecNotFound> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(SpecNotFound { tried: vec![path] })
+        };
+    }
+    let Some(repo) = start
+        .ancestors()
+        .find(|dir| dir.join("hack/doks-fake/Cargo.toml").is_file())
+    else {
+        return Err(SpecNotFound { tried: vec![] });
+    };
     let path = repo.join(SPEC_RELATIVE_TO_REPO);
-    std::fs::canonicalize(&path).unwrap_or(path)
+    if path.is_file() {
+        Ok(std::fs::canonicalize(&path).unwrap_or(path))
+    } else {
+        Err(SpecNotFound { tried: vec![path] })
+    }
+}
+
+/// [`locate_spec`], or where it was expected when missing (starting a fake on it then fails,
+/// naming the path).
+pub fn default_spec_path() -> PathBuf {
+    match locate_spec() {
+        Ok(path) => path,
+        Err(e) => e
+            .tried
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| PathBuf::from(SPEC_RELATIVE_TO_REPO)),
+    }
 }
 
 /// One of the six operations, named by the description's `operationId`.

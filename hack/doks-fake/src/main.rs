@@ -12,12 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use doks_fake::{default_spec_path, Chaos, FakeDoks, FakeOptions, Fault, PoolSpec, Taint};
+use doks_fake::{locate_spec, Chaos, FakeDoks, FakeOptions, Fault, PoolSpec, Taint};
 
 /// A local fake of the DigitalOcean Kubernetes node-pool API that checks every request against
 /// DigitalOcean's OpenAPI description.
@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, env = "DOKS_FAKE_TOKEN", default_value = "doks-fake-token")]
     token: String,
     /// The OpenAPI description [default: ../shared/digitalocean/doks-node-pools.openapi.yaml
-    /// from the kubescaler repository]
+    /// beside the kubescaler repository holding the current directory]
     #[arg(long, env = "DOKS_FAKE_SPEC")]
     spec: Option<PathBuf>,
     /// Kubeconfig of a Kubernetes API server to register the nodes in (none: API only).
@@ -116,7 +116,19 @@ fn parse_fault(s: &str) -> Result<Fault, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // Without its description the fake cannot check anything: one line, exit 2 (bad setup).
+    let spec = match args.spec.take() {
+        Some(path) => doks_fake::locate_spec_from(Some(path), Path::new(".")),
+        None => locate_spec(),
+    };
+    match spec {
+        Ok(path) => args.spec = Some(path),
+        Err(e) => {
+            eprintln!("doks-fake: {e}");
+            return ExitCode::from(2);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -154,7 +166,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map(|f| parse_fault(f))
         .collect::<Result<Vec<_>, _>>()?;
     let options = FakeOptions {
-        spec_path: args.spec.clone().unwrap_or_else(default_spec_path),
+        spec_path: args.spec.clone().unwrap_or_default(),
         listen: args.listen,
         token: args.token.clone(),
         boot_delay: seconds("boot-delay", args.boot_delay)?,

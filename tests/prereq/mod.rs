@@ -1,0 +1,70 @@
+//! The one gate for what a test needs from outside the repository (the local control plane,
+//! the DigitalOcean API description in `../shared/`).
+//!
+//! A plain clone lacks them: such a test skips, saying on stderr (past libtest's capture, so
+//! it shows in a plain `cargo test`) what is missing and how to run it, and appends the same
+//! to the file `KUBESCALER_SKIP_LOG` names, from which `hack/test.sh` prints the run's skip
+//! count. With `KUBESCALER_TESTS_REQUIRED=1` (CI) a skip is a failure instead.
+#![allow(dead_code)]
+
+use std::io::Write;
+
+/// Set to `1` to turn every skip into a failure.
+pub const REQUIRED_ENV: &str = "KUBESCALER_TESTS_REQUIRED";
+/// A file each skip appends one line to: `test<TAB>what is missing<TAB>how to run it`.
+pub const SKIP_LOG_ENV: &str = "KUBESCALER_SKIP_LOG";
+
+/// Whether skips are failures in this run.
+pub fn required() -> bool {
+    std::env::var(REQUIRED_ENV).as_deref() == Ok("1")
+}
+
+/// Reports that `test` cannot run because `missing` is absent (`how`: what gets it), then
+/// returns so the caller can skip; panics instead when [`required`].
+pub fn skip(test: &str, missing: &str, how: &str) {
+    assert!(
+        !required(),
+        "{test}: {REQUIRED_ENV}=1 but it needs {missing}, which is missing ({how})"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {missing}; {how}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV).filter(|p| !p.is_empty()) {
+        // One short append per skip: concurrent test binaries do not interleave within it.
+        let line = format!("{test}\t{missing}\t{how}\n");
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cannot append to {}: {e}",
+                log.to_string_lossy()
+            );
+        }
+    }
+}
+
+/// DigitalOcean's API description, found at run time, or `None` (after saying what is missing
+/// and how to get it) to skip `test`.
+pub fn spec_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    match doks_fake::locate_spec() {
+        Ok(path) => Some(path),
+        Err(e) => {
+            let tried = e.tried.first().map_or_else(
+                || "../shared/digitalocean/".to_owned(),
+                |p| p.display().to_string(),
+            );
+            skip(
+                test,
+                "DigitalOcean's API description (shared/digitalocean/doks-node-pools.openapi.yaml)",
+                &format!(
+                    "not at {tried}: set {}=PATH to the file, or put shared/ beside the \
+                     repository as CI does (README, Tests)",
+                    doks_fake::SPEC_ENV
+                ),
+            );
+            None
+        }
+    }
+}
