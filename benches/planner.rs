@@ -62,6 +62,8 @@ fn pool(nodes: usize) -> ClusterSnapshot {
             unschedulable: cordoned,
             taints: Vec::new(),
             cordoned_by_kubescaler: cordoned,
+            has_kubescaler_marks: cordoned,
+            deletion_accepted: None,
             cordon_timestamp: cordoned.then(|| ago(3600).to_string()),
             created: Some(ago(86_400)),
         });

@@ -15,6 +15,28 @@ pub const TIMESTAMP_ANNOTATION: &str = "kubescaler/timestamp";
 pub const CORDONED_BY_ANNOTATION: &str = "kubescaler/cordoned-by";
 /// Value of [`CORDONED_BY_ANNOTATION`].
 pub const CORDONED_BY_VALUE: &str = "kubescaler";
+/// The field manager of every write kubescaler makes to a node. The API server records, in
+/// `metadata.managedFields`, which manager last set `spec.unschedulable`; a node counts as
+/// cordoned by kubescaler only while that manager is this one, so a person's `kubectl cordon`
+/// (manager `kubectl-cordon`, `kubectl-patch`, `kubectl-edit`...) can never be mistaken for
+/// kubescaler's, whatever annotations an earlier cordon left behind.
+pub const FIELD_MANAGER: &str = "kubescaler";
+/// Key of kubescaler's own NoSchedule taint, put on a node while it is being deleted: the
+/// fence. A person's uncordon does not lift it, so no server lands between the last check and
+/// the DELETE.
+pub const FENCE_TAINT: &str = "kubescaler/deleting";
+/// Annotation: RFC 3339 time kubescaler fenced the node to delete it.
+pub const DELETION_REQUESTED_ANNOTATION: &str = "kubescaler/deletion-requested-at";
+/// Annotation: RFC 3339 time the cloud accepted the node's deletion. Kept in the cluster, so a
+/// restarted or newly elected replica neither deletes the node twice nor forgets it is going.
+pub const DELETION_ACCEPTED_ANNOTATION: &str = "kubescaler/deletion-accepted-at";
+/// Every annotation kubescaler writes; none is left behind on a node it gives back.
+pub const KUBESCALER_ANNOTATIONS: &[&str] = &[
+    CORDONED_BY_ANNOTATION,
+    TIMESTAMP_ANNOTATION,
+    DELETION_REQUESTED_ANNOTATION,
+    DELETION_ACCEPTED_ANNOTATION,
+];
 
 /// Schedulable resource amounts, in the scheduler's units.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -196,8 +218,15 @@ pub struct NodeState {
     pub unschedulable: bool,
     /// NoSchedule/NoExecute/PreferNoSchedule taints.
     pub taints: Vec<Taint>,
-    /// Whether [`CORDONED_BY_ANNOTATION`] says kubescaler cordoned it.
+    /// Whether kubescaler cordoned it and still owns the cordon: `spec.unschedulable` is
+    /// true, [`CORDONED_BY_ANNOTATION`] is set, and [`FIELD_MANAGER`] is the manager that last
+    /// set `spec.unschedulable` (see the ownership rule in the README's "Safety rules").
     pub cordoned_by_kubescaler: bool,
+    /// Carries any mark of kubescaler's (one of [`KUBESCALER_ANNOTATIONS`] or the
+    /// [`FENCE_TAINT`]): on a schedulable node these are left-overs to clear.
+    pub has_kubescaler_marks: bool,
+    /// Raw [`DELETION_ACCEPTED_ANNOTATION`] value: the cloud accepted its deletion then.
+    pub deletion_accepted: Option<String>,
     /// Raw [`TIMESTAMP_ANNOTATION`] value, parsed by the planner (a bad one is a warning).
     pub cordon_timestamp: Option<String>,
     /// `metadata.creationTimestamp`.
@@ -226,4 +255,99 @@ pub struct ClusterSnapshot {
     pub nodes: Vec<NodeState>,
     /// Pods bound to those nodes, plus unbound server pods.
     pub pods: Vec<PodState>,
+}
+
+/// A cloud instance's lifecycle, as the provider reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceStatus {
+    /// Ordered, being created.
+    Creating,
+    /// Up (it may or may not have registered as a node yet).
+    Running,
+    /// Being drained or deleted: going away, never capacity, never deleted again.
+    Deleting,
+    /// A state the provider does not map.
+    Unknown,
+}
+
+/// One instance of the cloud pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudNode {
+    /// The cloud's id of the instance (what a DELETE names).
+    pub id: String,
+    /// Its name (the Kubernetes node name once registered; may be empty while creating).
+    pub name: String,
+    /// Lifecycle.
+    pub status: InstanceStatus,
+    /// The provider's own word for the state (for messages).
+    pub state: String,
+    /// The `spec.providerID` its Kubernetes node will carry, where the cloud says it.
+    pub provider_id: Option<String>,
+    /// When the cloud created it.
+    pub created: Option<Timestamp>,
+}
+
+/// What a new node of the pool can hold, when the cloud says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeCapacity {
+    /// Allocatable cpu and memory.
+    pub allocatable: Resources,
+    /// Allocatable pods.
+    pub pods: u32,
+}
+
+/// The cloud's side of the pool at one instant: the NodeGroup view.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloudPool {
+    /// Target node count.
+    pub target: u32,
+    /// Its instances, with their status.
+    pub nodes: Vec<CloudNode>,
+    /// A new node's capacity, where the cloud offers it.
+    pub template: Option<NodeCapacity>,
+}
+
+/// The cloud pool matched against the registered nodes: the planner's cloud input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloudView {
+    /// Target node count.
+    pub target: u32,
+    /// Status of each selector-matched node that belongs to the pool, by node name. A
+    /// selector-matched node missing here is not in the cloud pool.
+    pub members: BTreeMap<String, InstanceStatus>,
+    /// Instances of the pool that no registered node matches.
+    pub unregistered: Vec<CloudNode>,
+    /// A new node's capacity, where the cloud offers it.
+    pub template: Option<NodeCapacity>,
+}
+
+impl CloudView {
+    /// The view of a cloud that is taken at its word about the selector: every
+    /// selector-matched node is a running member, and the target's excess over them is
+    /// ordered, not yet listed (no creation time: incoming until it registers). For tests and
+    /// simulations whose cloud has no separate node list.
+    pub fn trusting(snapshot: &ClusterSnapshot, target: u32) -> CloudView {
+        let members: BTreeMap<String, InstanceStatus> = snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), InstanceStatus::Running))
+            .collect();
+        let ordered = target.saturating_sub(members.len() as u32);
+        CloudView {
+            target,
+            members,
+            unregistered: (0..ordered)
+                .map(|i| CloudNode {
+                    id: format!("ordered-{i}"),
+                    name: String::new(),
+                    status: InstanceStatus::Creating,
+                    state: "ordered".into(),
+                    provider_id: None,
+                    created: None,
+                })
+                .collect(),
+            template: None,
+        }
+    }
 }

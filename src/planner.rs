@@ -10,14 +10,17 @@
 //! - a node is deleted only when cordoned by kubescaler, empty of servers, expired, and the pool
 //!   stays at or above its minimum; a bad mark is a warning for that node only (defect 9).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::{Config, NodeTemplate};
-use crate::model::{ClusterSnapshot, NodeState, Resources, TaintEffect, Toleration};
+use crate::model::{
+    CloudNode, CloudView, ClusterSnapshot, InstanceStatus, NodeState, Resources, TaintEffect,
+    Toleration,
+};
 use crate::provider::NodeRef;
 use crate::scheduling::{admission_default_tolerations, slots_in, tolerates_all};
 
@@ -92,6 +95,22 @@ pub enum Action {
         /// Why.
         reason: String,
     },
+    /// Remove kubescaler's marks from a schedulable node (a person uncordoned it).
+    ClearMarks {
+        /// Node name.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// Delete, through the cloud, a pool instance that never registered as a node (it holds
+    /// no server: nothing can run on a node that is not there).
+    DeleteInstance {
+        /// The instance.
+        #[serde(skip)]
+        instance: CloudNode,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The kind of an [`Action`], for metrics and logs.
@@ -106,6 +125,10 @@ pub enum ActionKind {
     Cordon,
     /// [`Action::Delete`].
     Delete,
+    /// [`Action::ClearMarks`].
+    ClearMarks,
+    /// [`Action::DeleteInstance`].
+    DeleteInstance,
 }
 
 impl ActionKind {
@@ -116,6 +139,8 @@ impl ActionKind {
             ActionKind::Grow => "grow",
             ActionKind::Cordon => "cordon",
             ActionKind::Delete => "delete",
+            ActionKind::ClearMarks => "clear-marks",
+            ActionKind::DeleteInstance => "delete-instance",
         }
     }
 }
@@ -128,6 +153,8 @@ impl Action {
             Action::Grow { .. } => ActionKind::Grow,
             Action::Cordon { .. } => ActionKind::Cordon,
             Action::Delete { .. } => ActionKind::Delete,
+            Action::ClearMarks { .. } => ActionKind::ClearMarks,
+            Action::DeleteInstance { .. } => ActionKind::DeleteInstance,
         }
     }
     /// Why the planner chose it.
@@ -136,14 +163,21 @@ impl Action {
             Action::Uncordon { reason, .. }
             | Action::Grow { reason, .. }
             | Action::Cordon { reason, .. }
-            | Action::Delete { reason, .. } => reason,
+            | Action::Delete { reason, .. }
+            | Action::ClearMarks { reason, .. }
+            | Action::DeleteInstance { reason, .. } => reason,
         }
     }
     /// The node it concerns, if any.
     pub fn node(&self) -> Option<&str> {
         match self {
-            Action::Uncordon { node, .. } | Action::Cordon { node, .. } => Some(node),
+            Action::Uncordon { node, .. }
+            | Action::Cordon { node, .. }
+            | Action::ClearMarks { node, .. } => Some(node),
             Action::Delete { node, .. } => Some(&node.name),
+            Action::DeleteInstance { instance, .. } => {
+                Some(instance.name.as_str()).filter(|n| !n.is_empty())
+            }
             Action::Grow { .. } => None,
         }
     }
@@ -153,6 +187,9 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Grow { from, to, reason } => write!(f, "grow pool {from} -> {to}: {reason}"),
+            Action::DeleteInstance { instance, reason } => {
+                write!(f, "delete instance {}: {reason}", instance.id)
+            }
             other => write!(
                 f,
                 "{} node {}: {}",
@@ -183,6 +220,12 @@ pub struct PoolSummary {
     pub cordoned_by_kubescaler: u32,
     /// Cordoned by someone else: never touched.
     pub cordoned_by_others: u32,
+    /// Being deleted (the cloud says so, or kubescaler's accepted-deletion mark is recent).
+    pub deleting_nodes: u32,
+    /// Selector-matched nodes that are not in the cloud pool: ignored.
+    pub outside_pool_nodes: u32,
+    /// Pool instances that did not register within the boot timeout: not counted.
+    pub stuck_instances: u32,
     /// Free slots on active nodes.
     pub free_slots: u32,
     /// Slots expected from booting and provisioning nodes.
@@ -206,11 +249,23 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Things the operator should know that did not stop the pass (a bad annotation...).
     pub warnings: Vec<String>,
+    /// Selector-matched nodes that are not in the cloud pool (each also has a warning).
+    pub outside_pool: Vec<String>,
     /// What the plan was computed from.
     pub summary: PoolSummary,
 }
 
 impl Plan {
+    /// Whether carrying it out changes the cloud pool (grow or delete).
+    pub fn changes_cloud(&self) -> bool {
+        self.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Grow { .. } | Action::Delete { .. } | Action::DeleteInstance { .. }
+            )
+        })
+    }
+
     /// The target size after the plan's growth, if it grows.
     pub fn grow_target(&self) -> Option<u32> {
         self.actions.iter().find_map(|a| match a {
@@ -241,6 +296,8 @@ enum Class {
     Ours,
     /// Cordoned by someone else: never touched.
     Foreign,
+    /// Going away: never capacity, never deleted again.
+    Deleting,
 }
 
 /// Per-node facts the planner derives once.
@@ -265,7 +322,35 @@ struct Usage {
     servers: u32,
 }
 
-fn classify(node: &NodeState, now: Timestamp, cfg: &PlannerConfig) -> Class {
+/// How long kubescaler's accepted-deletion mark keeps a node out of every count and every
+/// action: the cloud needs time to remove it, and a second DELETE could lower the count twice.
+/// Past it, a node the cloud still runs and does not report as going is deleted again.
+pub const DELETION_MEMORY_SEC: i64 = 600;
+
+/// Seconds from `from` to `now`, negative if `from` is later.
+fn age_sec(now: Timestamp, from: Timestamp) -> i64 {
+    now.duration_since(from).as_secs()
+}
+
+/// A configured number of seconds as a signed age: values past `i64::MAX` mean "never".
+fn limit_sec(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+fn classify(
+    node: &NodeState,
+    status: InstanceStatus,
+    now: Timestamp,
+    cfg: &PlannerConfig,
+) -> Class {
+    let accepted_recently = node
+        .deletion_accepted
+        .as_deref()
+        .and_then(|raw| raw.parse::<Timestamp>().ok())
+        .is_some_and(|at| age_sec(now, at) < DELETION_MEMORY_SEC);
+    if status == InstanceStatus::Deleting || accepted_recently {
+        return Class::Deleting;
+    }
     if node.unschedulable {
         return if node.cordoned_by_kubescaler {
             Class::Ours
@@ -282,9 +367,9 @@ fn classify(node: &NodeState, now: Timestamp, cfg: &PlannerConfig) -> Class {
     if node.ready && !initialising {
         return Class::Active;
     }
-    let young = node.created.is_some_and(|created| {
-        now.duration_since(created).as_secs() < cfg.node_boot_timeout_sec as i64
-    });
+    let young = node
+        .created
+        .is_some_and(|created| age_sec(now, created) < limit_sec(cfg.node_boot_timeout_sec));
     if young {
         Class::Booting
     } else {
@@ -292,19 +377,58 @@ fn classify(node: &NodeState, now: Timestamp, cfg: &PlannerConfig) -> Class {
     }
 }
 
-/// Computes the plan. Pure: same inputs, same plan.
+/// Computes the plan for a cloud that is taken at its word about the selector (see
+/// [`CloudView::trusting`]). Pure: same inputs, same plan.
 pub fn plan(
     snapshot: &ClusterSnapshot,
     target_size: u32,
     now: Timestamp,
     cfg: &PlannerConfig,
 ) -> Plan {
-    let mut warnings = Vec::new();
+    plan_with(
+        snapshot,
+        &CloudView::trusting(snapshot, target_size),
+        &BTreeSet::new(),
+        now,
+        cfg,
+    )
+}
 
-    let mut usage: HashMap<&str, Usage> = snapshot
+/// Computes the plan from the cluster, the cloud pool matched against it, and the nodes whose
+/// deletion is held back (they keep failing; others take their turn). Pure: same inputs, same
+/// plan.
+pub fn plan_with(
+    snapshot: &ClusterSnapshot,
+    cloud: &CloudView,
+    held_back: &BTreeSet<String>,
+    now: Timestamp,
+    cfg: &PlannerConfig,
+) -> Plan {
+    let mut warnings = Vec::new();
+    let target_size = cloud.target;
+
+    // Only nodes of the cloud pool are the pool's: a selector wider than the pool must not
+    // let kubescaler cordon or count another pool's nodes.
+    let mut outside_pool = Vec::new();
+    let pool_nodes: Vec<(&NodeState, InstanceStatus)> = snapshot
         .nodes
         .iter()
-        .map(|n| (n.name.as_str(), Usage::default()))
+        .filter_map(|n| match cloud.members.get(&n.name) {
+            Some(status) => Some((n, *status)),
+            None => {
+                outside_pool.push(n.name.clone());
+                warnings.push(format!(
+                    "node {} matches node-selector but is not in the cloud pool: ignored (not counted, never cordoned or deleted)",
+                    n.name
+                ));
+                None
+            }
+        })
+        .collect();
+
+    let mut usage: HashMap<&str, Usage> = pool_nodes
+        .iter()
+        .map(|(n, _)| (n.name.as_str(), Usage::default()))
         .collect();
     let mut pending_servers = 0u32;
     for pod in &snapshot.pods {
@@ -333,15 +457,14 @@ pub fn plan(
         .cloned()
         .chain(admission_default_tolerations())
         .collect();
-    let views: Vec<NodeView> = snapshot
-        .nodes
+    let views: Vec<NodeView> = pool_nodes
         .iter()
-        .map(|node| {
+        .map(|&(node, status)| {
             let u = usage.get(node.name.as_str());
             let (used, pods, daemon_used, daemon_pods, servers) = u
                 .map(|u| (u.used, u.pods, u.daemon_used, u.daemon_pods, u.servers))
                 .unwrap_or_default();
-            let class = classify(node, now, cfg);
+            let class = classify(node, status, now, cfg);
             let fits = if class == Class::Booting {
                 // The slots a booting node will have once its lifecycle taints are lifted;
                 // counted as zero, they would order another node.
@@ -385,22 +508,53 @@ pub fn plan(
         .filter(|v| v.tolerated)
         .map(|v| v.empty_slots)
         .min();
-    let slots_per_new_node = learned.or_else(|| {
-        cfg.node_template.map(|t| {
-            slots_in(
-                Resources {
-                    cpu_millis: t.cpu_millis,
-                    memory_bytes: t.memory_bytes,
-                },
-                t.pods,
-                cfg.slot,
-            )
+    // Then the configured template (an override), then the capacity the cloud reports.
+    let slots_per_new_node = learned
+        .or_else(|| {
+            cfg.node_template.map(|t| {
+                slots_in(
+                    Resources {
+                        cpu_millis: t.cpu_millis,
+                        memory_bytes: t.memory_bytes,
+                    },
+                    t.pods,
+                    cfg.slot,
+                )
+            })
         })
-    });
+        .or_else(|| {
+            cloud
+                .template
+                .map(|t| slots_in(t.allocatable, t.pods, cfg.slot))
+        });
 
     let count = |class: Class| views.iter().filter(|v| v.class == class).count() as u32;
     let registered = views.len() as u32;
-    let provisioning = target_size.saturating_sub(registered);
+
+    // Instances that have not registered: on their way, unless the boot timeout passed (then
+    // they never will: deleted through the cloud, and not counted meanwhile).
+    let mut stuck: Vec<&CloudNode> = Vec::new();
+    let mut unregistered_incoming = 0u32;
+    let mut live_listed = views.iter().filter(|v| v.class != Class::Deleting).count() as u32;
+    for instance in cloud
+        .unregistered
+        .iter()
+        .filter(|i| i.status != InstanceStatus::Deleting)
+    {
+        live_listed += 1;
+        let overdue = instance
+            .created
+            .is_some_and(|c| age_sec(now, c) >= limit_sec(cfg.node_boot_timeout_sec));
+        if overdue {
+            stuck.push(instance);
+        } else {
+            unregistered_incoming += 1;
+        }
+    }
+    // Ordered but not listed yet.
+    let provisioning = unregistered_incoming + target_size.saturating_sub(live_listed);
+    // The target once the stuck instances are deleted: growth starts from it.
+    let target_size = target_size.saturating_sub(stuck.len() as u32);
     let free_slots: u32 = views
         .iter()
         .filter(|v| v.class == Class::Active)
@@ -424,7 +578,7 @@ pub fn plan(
     let buffer = i64::from(cfg.buffer);
 
     let summary = PoolSummary {
-        target_size,
+        target_size: cloud.target,
         registered_nodes: registered,
         active_nodes: count(Class::Active),
         booting_nodes: count(Class::Booting),
@@ -432,6 +586,9 @@ pub fn plan(
         not_ready_nodes: count(Class::NotReady),
         cordoned_by_kubescaler: count(Class::Ours),
         cordoned_by_others: count(Class::Foreign),
+        deleting_nodes: count(Class::Deleting),
+        outside_pool_nodes: outside_pool.len() as u32,
+        stuck_instances: stuck.len() as u32,
         free_slots,
         incoming_slots,
         pending_servers,
@@ -442,6 +599,32 @@ pub fn plan(
     };
 
     let mut actions = Vec::new();
+    for instance in &stuck {
+        warnings.push(format!(
+            "pool instance {} ({}) has not registered as a node within node-boot-timeout-sec {}: deleting it",
+            instance.id, instance.state, cfg.node_boot_timeout_sec
+        ));
+        actions.push(Action::DeleteInstance {
+            instance: (*instance).clone(),
+            reason: format!(
+                "created {} and not registered within node-boot-timeout-sec {}; it holds no server",
+                instance
+                    .created
+                    .map_or_else(|| "at an unknown time".to_string(), |c| c.to_string()),
+                cfg.node_boot_timeout_sec
+            ),
+        });
+    }
+    // A person uncordoned a node kubescaler had cordoned: its marks must not outlive the cordon.
+    for v in views.iter().filter(|v| {
+        !v.node.unschedulable && v.node.has_kubescaler_marks && v.class != Class::Deleting
+    }) {
+        actions.push(Action::ClearMarks {
+            node: v.node.name.clone(),
+            reason: "schedulable, but carries kubescaler's marks (uncordoned by someone else)"
+                .to_string(),
+        });
+    }
     let mut uncordoned: Vec<&str> = Vec::new();
     let mut new_target = target_size;
 
@@ -601,8 +784,11 @@ pub fn plan(
                 }
             },
         };
-        let age = now.duration_since(stamp).as_secs();
-        if v.servers == 0 && age >= cfg.empty_node_expiration_sec as i64 {
+        let age = age_sec(now, stamp);
+        if v.servers == 0
+            && age >= limit_sec(cfg.empty_node_expiration_sec)
+            && !held_back.contains(&v.node.name)
+        {
             expired.push((stamp, v));
         }
     }
@@ -630,6 +816,7 @@ pub fn plan(
     Plan {
         actions,
         warnings,
+        outside_pool,
         summary,
     }
 }

@@ -1,7 +1,7 @@
 //! The imperative shell: reconciles on a tick and on change events, one pass at a time, runs
 //! the planner and carries out its plan through the two traits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +11,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::actuator::{Actuator, Outcome};
 use crate::config::Config;
-use crate::kubernetes::{ActionEvent, EventReason, KubeError, Kubernetes};
+use crate::kubernetes::{EventReason, KubeError, Kubernetes, MarkOp, MarkOutcome};
+use crate::model::{CloudPool, CloudView, ClusterSnapshot};
 use crate::planner::{self, Action, Plan, PlannerConfig};
-use crate::provider::{NodePoolProvider, ProviderError};
+use crate::provider::{NodePoolProvider, NodeRef, ProviderError};
 use crate::telemetry::Telemetry;
 
 /// How long a burst of change events is gathered into one reconcile.
@@ -25,9 +27,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(120);
-/// A node whose deletion was accepted is not deleted again for this long (the cloud needs
-/// time to remove it; a second DELETE could lower the count twice).
-const DELETION_MEMORY: Duration = Duration::from_secs(600);
 
 /// Errors of one reconcile pass.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +93,26 @@ pub struct PassReport {
     pub plan: Plan,
     /// Actions carried out (in dry-run: none).
     pub executed: usize,
-    /// Deletions cancelled because the live re-check found a server pod.
+    /// Deletions called off by the live re-check (a server pod, or the node no longer
+    /// kubescaler's).
     pub cancelled_deletions: Vec<String>,
+    /// Deletions that failed this pass (each node is held back for a while).
+    pub failed_deletions: Vec<String>,
+    /// Cloud reads this pass made.
+    pub cloud_reads: u32,
+}
+
+/// How often the cloud pool is read when nothing asks for it sooner: outside changes (a
+/// resize in the cloud console) are noticed within this, at one request per period.
+pub const CLOUD_REFRESH: Duration = Duration::from_secs(60);
+
+/// The cloud pool as last read.
+struct CachedPool {
+    pool: CloudPool,
+    /// When it was read (the loop's clock).
+    read_at: Timestamp,
+    /// The registered pool nodes then: a node joining or leaving is a cloud-related change.
+    nodes: BTreeSet<String>,
 }
 
 /// The scale loop.
@@ -105,8 +122,12 @@ pub struct Scaler {
     planner: PlannerConfig,
     tick: Duration,
     dry_run: bool,
-    /// Nodes whose deletion the provider accepted, and when.
-    deleted: HashMap<String, Timestamp>,
+    /// Carries out deletions.
+    actuator: Actuator,
+    /// The cloud pool, read when a decision needs it (see [`Scaler::reconcile`]).
+    cloud: Option<CachedPool>,
+    /// Nodes already reported as outside the cloud pool (one Event each).
+    reported_outside: BTreeSet<String>,
     /// Wall clock for plans and marks; replaceable so a simulation can run on its own time.
     clock: Clock,
     /// Where passes, actions and errors are reported.
@@ -123,22 +144,29 @@ impl Scaler {
         provider: Arc<dyn NodePoolProvider>,
         config: &Config,
     ) -> Self {
+        let tick = Duration::from_secs(config.scale_loop_tick_sec.max(1));
+        let telemetry = Arc::new(Telemetry::new(tick));
         Scaler {
+            actuator: Actuator::new(
+                Arc::clone(&k8s),
+                Arc::clone(&provider),
+                Arc::clone(&telemetry),
+            ),
             k8s,
             provider,
             planner: PlannerConfig::from(config),
-            tick: Duration::from_secs(config.scale_loop_tick_sec.max(1)),
+            tick,
             dry_run: config.dry_run,
-            deleted: HashMap::new(),
+            cloud: None,
+            reported_outside: BTreeSet::new(),
             clock: Arc::new(Timestamp::now),
-            telemetry: Arc::new(Telemetry::new(Duration::from_secs(
-                config.scale_loop_tick_sec.max(1),
-            ))),
+            telemetry,
         }
     }
 
     /// Reports into `telemetry` (shared with the HTTP listener).
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.actuator.set_telemetry(Arc::clone(&telemetry));
         self.telemetry = telemetry;
         self
     }
@@ -149,14 +177,111 @@ impl Scaler {
         self
     }
 
-    /// One reconcile: snapshot, plan, act. Stops at the first failed action; the next pass
-    /// starts again from a fresh snapshot.
+    /// Whether the cached pool may serve this pass: read within [`CLOUD_REFRESH`] and with
+    /// the same registered nodes.
+    fn cloud_current(&self, nodes: &BTreeSet<String>, now: Timestamp) -> bool {
+        self.cloud.as_ref().is_some_and(|c| {
+            let age = now.duration_since(c.read_at);
+            !age.is_negative() && age.unsigned_abs() < CLOUD_REFRESH && c.nodes == *nodes
+        })
+    }
+
+    async fn read_cloud(
+        &mut self,
+        nodes: BTreeSet<String>,
+        now: Timestamp,
+        report: &mut PassReport,
+    ) -> Result<(), ScaleError> {
+        let pool = self.provider.pool().await?;
+        report.cloud_reads += 1;
+        self.telemetry.provider_resolved();
+        debug!(
+            target = pool.target,
+            instances = pool.nodes.len(),
+            "read the cloud pool"
+        );
+        self.cloud = Some(CachedPool {
+            pool,
+            read_at: now,
+            nodes,
+        });
+        Ok(())
+    }
+
+    /// The cloud pool matched against the registered nodes.
+    fn cloud_view(&self, snapshot: &ClusterSnapshot) -> Result<CloudView, ScaleError> {
+        let pool = match &self.cloud {
+            Some(c) => &c.pool,
+            None => return Ok(CloudView::default()),
+        };
+        let mut members = BTreeMap::new();
+        let mut matched = BTreeSet::new();
+        for node in &snapshot.nodes {
+            let node_ref = NodeRef {
+                name: node.name.clone(),
+                provider_id: node.provider_id.clone(),
+                labels: node.labels.clone(),
+            };
+            match self.provider.find(&node_ref, pool) {
+                Ok(Some(instance)) => {
+                    matched.insert(instance.id.clone());
+                    members.insert(node.name.clone(), instance.status);
+                }
+                Ok(None) => {}
+                // Contradicting identifiers: treated as not in the pool, and said so.
+                Err(e) => {
+                    warn!(node = %node.name, error = %e, "cannot match the node to the cloud pool")
+                }
+            }
+        }
+        Ok(CloudView {
+            target: pool.target,
+            members,
+            unregistered: pool
+                .nodes
+                .iter()
+                .filter(|n| !matched.contains(&n.id))
+                .cloned()
+                .collect(),
+            template: pool.template,
+        })
+    }
+
+    fn plan(&self, snapshot: &ClusterSnapshot, now: Timestamp) -> Result<Plan, ScaleError> {
+        let view = self.cloud_view(snapshot)?;
+        Ok(planner::plan_with(
+            snapshot,
+            &view,
+            &self.actuator.held_back(now),
+            now,
+            &self.planner,
+        ))
+    }
+
+    /// One reconcile: snapshot, plan, act.
+    ///
+    /// The cloud pool is read only when a decision needs it: when the cached read is older
+    /// than [`CLOUD_REFRESH`], when a node joined or left, after kubescaler changed the pool,
+    /// and before any change to the pool (a plan from a cached read that would grow or delete
+    /// is computed again from a fresh read). An idle pool costs one cloud read a minute,
+    /// whatever the tick.
+    ///
+    /// A failed deletion does not stop the pass: the other actions go ahead.
     pub async fn reconcile(&mut self) -> Result<PassReport, ScaleError> {
         let snapshot = self.k8s.snapshot().await?;
-        let target = self.provider.target_size().await?;
-        self.telemetry.provider_resolved();
         let now = (self.clock)();
-        let mut plan = planner::plan(&snapshot, target, now, &self.planner);
+        let nodes: BTreeSet<String> = snapshot.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut report = PassReport::default();
+        let mut fresh = false;
+        if !self.cloud_current(&nodes, now) {
+            self.read_cloud(nodes.clone(), now, &mut report).await?;
+            fresh = true;
+        }
+        let mut plan = self.plan(&snapshot, now)?;
+        if !fresh && !self.dry_run && plan.changes_cloud() {
+            self.read_cloud(nodes, now, &mut report).await?;
+            plan = self.plan(&snapshot, now)?;
+        }
         self.telemetry.observe_pool(&plan.summary);
 
         let s = &plan.summary;
@@ -168,6 +293,9 @@ impl Scaler {
             booting = s.booting_nodes,
             cordoned_by_kubescaler = s.cordoned_by_kubescaler,
             cordoned_by_others = s.cordoned_by_others,
+            deleting = s.deleting_nodes,
+            outside_pool = s.outside_pool_nodes,
+            stuck_instances = s.stuck_instances,
             free_slots = s.free_slots,
             incoming_slots = s.incoming_slots,
             pending_servers = s.pending_servers,
@@ -179,21 +307,9 @@ impl Scaler {
         for w in &plan.warnings {
             warn!(warning = %w, "planner warning");
         }
+        self.report_outside_pool(&plan.outside_pool).await;
 
-        self.deleted
-            .retain(|_, at| now.duration_since(*at).unsigned_abs() < DELETION_MEMORY);
-        plan.actions.retain(|a| match a {
-            Action::Delete { node, .. } if self.deleted.contains_key(&node.name) => {
-                debug!(node = %node.name, "deletion already accepted by the provider; waiting for it");
-                false
-            }
-            _ => true,
-        });
-
-        let mut report = PassReport {
-            plan: plan.clone(),
-            ..PassReport::default()
-        };
+        report.plan = plan.clone();
         for action in &plan.actions {
             let kind = action.kind().as_str();
             let node = action.node().unwrap_or("");
@@ -208,46 +324,65 @@ impl Scaler {
                 continue;
             }
             let event = match action {
+                Action::DeleteInstance { instance, .. } => {
+                    let outcome = self.actuator.delete_unregistered(instance, now).await;
+                    self.cloud = None;
+                    if outcome != Outcome::Deleted {
+                        continue;
+                    }
+                    report.executed += 1;
+                    let message = action.to_string();
+                    self.publish(EventReason::PoolMismatch, action.node(), message)
+                        .await;
+                    continue;
+                }
                 Action::Uncordon { node, .. } => {
-                    self.k8s.uncordon(node).await?;
+                    if !self.marked(node, MarkOp::Uncordon).await? {
+                        continue;
+                    }
                     EventReason::Uncordon
                 }
+                Action::ClearMarks { node, .. } => {
+                    if !self.marked(node, MarkOp::ClearStale).await? {
+                        continue;
+                    }
+                    EventReason::ClearMarks
+                }
                 Action::Grow { to, .. } => {
+                    self.cloud = None;
                     self.provider.grow_to(*to).await?;
                     EventReason::ScaleUp
                 }
                 Action::Cordon { node, .. } => {
-                    self.k8s.cordon(node, now).await?;
-                    EventReason::Cordon
-                }
-                Action::Delete { node, .. } => {
-                    // The snapshot may be a moment old: ask the API server itself.
-                    let live = self.k8s.live_server_pods(&node.name).await?;
-                    if !live.is_empty() {
-                        warn!(node = %node.name, servers = ?live, "deletion cancelled: server pods on the node");
-                        report.cancelled_deletions.push(node.name.clone());
-                        self.telemetry.deletion_cancelled();
-                        let message = format!(
-                            "deletion cancelled: live re-check found server pods {}",
-                            live.join(", ")
-                        );
-                        self.publish(EventReason::DeleteCancelled, Some(&node.name), message)
-                            .await;
+                    if !self.marked(node, MarkOp::Cordon(now)).await? {
                         continue;
                     }
-                    let result = self
-                        .provider
-                        .delete_nodes(std::slice::from_ref(node))
-                        .await
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| ScaleError::MissingResult(node.name.clone()))?;
-                    result.map_err(|source| ScaleError::Deletion {
-                        node: node.name.clone(),
-                        source,
-                    })?;
-                    self.deleted.insert(node.name.clone(), now);
-                    EventReason::DeleteNode
+                    EventReason::Cordon
+                }
+                Action::Delete { node, reason } => {
+                    let pool = match &self.cloud {
+                        Some(c) => c.pool.clone(),
+                        None => {
+                            // A grow this pass dropped the read: read again before deleting.
+                            let names = snapshot.nodes.iter().map(|n| n.name.clone()).collect();
+                            self.read_cloud(names, now, &mut report).await?;
+                            self.cloud
+                                .as_ref()
+                                .map(|c| c.pool.clone())
+                                .unwrap_or_default()
+                        }
+                    };
+                    match self.actuator.delete_node(node, &pool, reason, now).await {
+                        Outcome::Deleted => {
+                            self.cloud = None;
+                            report.executed += 1;
+                        }
+                        Outcome::Cancelled(_) => report.cancelled_deletions.push(node.name.clone()),
+                        Outcome::Failed(_) => report.failed_deletions.push(node.name.clone()),
+                        Outcome::AlreadyGoing | Outcome::HeldBack => {}
+                    }
+                    // The actuator reports its own outcome.
+                    continue;
                 }
             };
             self.telemetry.action_done(action.kind());
@@ -258,16 +393,38 @@ impl Scaler {
         Ok(report)
     }
 
+    /// Applies a mark change; `false` when the live node did not allow it (logged).
+    async fn marked(&self, node: &str, op: MarkOp) -> Result<bool, ScaleError> {
+        match self.k8s.mark(node, op).await? {
+            MarkOutcome::Applied(_) => Ok(true),
+            MarkOutcome::Refused(_, why) => {
+                info!(node, op = op.as_str(), why = %why, "not done: the live node does not allow it");
+                Ok(false)
+            }
+            MarkOutcome::Gone => {
+                info!(node, op = op.as_str(), "not done: the node is gone");
+                Ok(false)
+            }
+        }
+    }
+
+    /// One warning Event per node found outside the cloud pool.
+    async fn report_outside_pool(&mut self, outside: &[String]) {
+        for node in outside {
+            if self.reported_outside.insert(node.clone()) {
+                let message = format!(
+                    "node {node} matches node-selector but is not in the cloud pool: kubescaler ignores it (check node-selector and node-pool-name)"
+                );
+                self.publish(EventReason::PoolMismatch, Some(node), message)
+                    .await;
+            }
+        }
+        self.reported_outside.retain(|n| outside.contains(n));
+    }
+
     /// Records an Event; a failure is logged and never fails the pass.
     async fn publish(&self, reason: EventReason, node: Option<&str>, message: String) {
-        let event = ActionEvent {
-            reason,
-            node: node.map(str::to_string),
-            message,
-        };
-        if let Err(e) = self.k8s.publish_event(&event).await {
-            warn!(error = %e, reason = reason.as_str(), "cannot record event");
-        }
+        crate::actuator::publish(&*self.k8s, reason, node, message).await;
     }
 
     /// Runs until `shutdown` completes: a pass at start, then on every tick and after every
@@ -517,7 +674,7 @@ async fn resolve_provider(
 mod tests {
     use super::*;
     use crate::kubernetes::{ChangeEvent, MockKubernetes};
-    use crate::model::{ClusterSnapshot, NodeState, PodState, Resources};
+    use crate::model::{CloudNode, InstanceStatus, NodeState, PodState, Resources};
     use crate::provider::MockNodePoolProvider;
     use mockall::Sequence;
     use std::collections::BTreeMap;
@@ -574,6 +731,8 @@ mod tests {
             unschedulable: ours_since.is_some(),
             taints: vec![],
             cordoned_by_kubescaler: ours_since.is_some(),
+            has_kubescaler_marks: ours_since.is_some(),
+            deletion_accepted: None,
             cordon_timestamp: ours_since
                 .map(|s| (now - jiff::SignedDuration::from_secs(s)).to_string()),
             created: Some(now - jiff::SignedDuration::from_secs(7200)),
@@ -620,39 +779,114 @@ mod tests {
         (k, tx)
     }
 
+    /// The cloud pool behind `snapshot`: one running instance per node (`test://<name>`),
+    /// plus `extra` instances of the target still being created.
+    fn cloud_of(snapshot: &ClusterSnapshot, extra: u32) -> CloudPool {
+        let mut nodes: Vec<CloudNode> = snapshot
+            .nodes
+            .iter()
+            .map(|n| instance(&n.name, InstanceStatus::Running))
+            .collect();
+        for i in 0..extra {
+            nodes.push(instance(&format!("new-{i}"), InstanceStatus::Creating));
+        }
+        CloudPool {
+            target: nodes.len() as u32,
+            nodes,
+            template: None,
+        }
+    }
+
+    fn instance(name: &str, status: InstanceStatus) -> CloudNode {
+        CloudNode {
+            id: format!("id-{name}"),
+            name: name.into(),
+            status,
+            state: format!("{status:?}"),
+            provider_id: None,
+            created: Some(Timestamp::now()),
+        }
+    }
+
+    /// A provider mock whose pool is `pool` and whose `find` is the default matcher.
+    fn provider_with(pool: CloudPool) -> MockNodePoolProvider {
+        let mut p = MockNodePoolProvider::new();
+        p.expect_pool().returning(move || Ok(pool.clone()));
+        p.expect_find()
+            .returning(|n, pool| Ok(crate::provider::find_by_provider_id_or_name(n, pool)));
+        p
+    }
+
+    fn applied(node: &str) -> Result<MarkOutcome, KubeError> {
+        Ok(MarkOutcome::Applied(live(node, true, true)))
+    }
+
+    /// A node as read live: cordoned by kubescaler and fenced, or not.
+    fn live(node_name: &str, ours: bool, fenced: bool) -> NodeState {
+        let mut n = node(node_name, true, ours.then_some(3600));
+        if fenced {
+            n.taints.push(crate::model::Taint {
+                key: crate::model::FENCE_TAINT.into(),
+                value: String::new(),
+                effect: crate::model::TaintEffect::NoSchedule,
+            });
+        }
+        n
+    }
+
+    fn is_op(op: &MarkOp, want: &str) -> bool {
+        op.as_str() == want
+    }
+
     fn scaler(k: MockKubernetes, p: MockNodePoolProvider, dry_run: bool) -> Scaler {
         Scaler::new(Arc::new(k), Arc::new(p), &config(dry_run))
     }
 
     #[tokio::test]
-    async fn actions_run_in_order_uncordon_grow_then_recheck_and_delete() {
+    async fn deletion_runs_resolve_fence_recheck_then_delete_in_that_order() {
         let mut seq = Sequence::new();
-        let (mut k, _tx) = kube_with(busy_pool());
+        let snapshot = busy_pool();
+        let (mut k, _tx) = kube_with(snapshot.clone());
         let mut p = MockNodePoolProvider::new();
-        p.expect_target_size()
+        let pool = cloud_of(&snapshot, 0);
+        p.expect_pool().returning(move || Ok(pool.clone()));
+        p.expect_find()
+            .returning(|n, pool| Ok(crate::provider::find_by_provider_id_or_name(n, pool)));
+        k.expect_mark()
+            .withf(|n, op| n == "b" && is_op(op, "uncordon"))
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|| Ok(3));
-        k.expect_uncordon()
-            .withf(|n| n == "b")
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Ok(()));
+            .returning(|n, _| applied(n));
         p.expect_grow_to()
             .withf(|t| *t == 4)
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_| Ok(()));
+        k.expect_mark()
+            .withf(|n, op| n == "c" && is_op(op, "fence"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|n, _| applied(n));
         k.expect_live_server_pods()
             .withf(|n| n == "c")
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_| Ok(vec![]));
-        p.expect_delete_nodes()
-            .withf(|n| n.len() == 1 && n[0].name == "c")
+        k.expect_live_node()
+            .withf(|n| n == "c")
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|n| n.iter().map(|_| Ok(())).collect());
+            .returning(|n| Ok(Some(live(n, true, true))));
+        p.expect_delete_instance()
+            .withf(|i| i.name == "c")
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(()));
+        k.expect_mark()
+            .withf(|n, op| n == "c" && is_op(op, "accept-deletion"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|n, _| applied(n));
         let report = scaler(k, p, false)
             .reconcile()
             .await
@@ -673,37 +907,59 @@ mod tests {
             ],
             pods: servers("a", 1),
         };
-        let (mut k, _tx) = kube_with(snapshot);
-        let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(|| Ok(4));
-        k.expect_cordon()
+        let (mut k, _tx) = kube_with(snapshot.clone());
+        let mut p = provider_with(cloud_of(&snapshot, 0));
+        k.expect_mark()
+            .withf(|_, op| is_op(op, "cordon"))
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(()));
-        k.expect_live_server_pods()
+            .returning(|n, _| applied(n));
+        k.expect_mark()
+            .withf(|n, op| n == "old" && is_op(op, "fence"))
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_| Ok(vec![]));
-        p.expect_delete_nodes()
+            .returning(|n, _| applied(n));
+        k.expect_live_server_pods().returning(|_| Ok(vec![]));
+        k.expect_live_node()
+            .returning(|n| Ok(Some(live(n, true, true))));
+        p.expect_delete_instance()
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|n| n.iter().map(|_| Ok(())).collect());
+            .returning(|_| Ok(()));
+        k.expect_mark()
+            .withf(|_, op| is_op(op, "accept-deletion"))
+            .returning(|n, _| applied(n));
         scaler(k, p, false)
             .reconcile()
             .await
             .expect("pass succeeds");
     }
 
-    #[tokio::test]
-    async fn server_pod_found_by_live_recheck_cancels_the_deletion() {
-        let (mut k, _tx) = kube_with(busy_pool());
-        let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(|| Ok(3));
-        k.expect_uncordon().returning(|_| Ok(()));
+    /// busy_pool with the grow and uncordon accepted: only the deletion of `c` is of interest.
+    fn busy_pool_sides() -> (MockKubernetes, MockNodePoolProvider) {
+        let snapshot = busy_pool();
+        let (mut k, _tx) = kube_with(snapshot.clone());
+        let mut p = provider_with(cloud_of(&snapshot, 0));
+        k.expect_mark()
+            .withf(|n, op| n == "b" && is_op(op, "uncordon"))
+            .returning(|n, _| applied(n));
         p.expect_grow_to().returning(|_| Ok(()));
+        (k, p)
+    }
+
+    #[tokio::test]
+    async fn server_pod_found_by_live_recheck_cancels_the_deletion_and_lifts_the_fence() {
+        let (mut k, mut p) = busy_pool_sides();
+        k.expect_mark()
+            .withf(|_, op| is_op(op, "fence"))
+            .returning(|n, _| applied(n));
         k.expect_live_server_pods()
             .returning(|_| Ok(vec!["g/just-scheduled".to_string()]));
-        p.expect_delete_nodes().times(0);
+        k.expect_mark()
+            .withf(|n, op| n == "c" && is_op(op, "release"))
+            .times(1)
+            .returning(|n, _| applied(n));
+        p.expect_delete_instance().times(0);
         let report = scaler(k, p, false)
             .reconcile()
             .await
@@ -712,46 +968,261 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_uncordoned_inside_the_deletion_window_is_not_deleted() {
+        // The fence went on, then a person uncordoned: the live read of the node shows it.
+        let (mut k, mut p) = busy_pool_sides();
+        k.expect_mark()
+            .withf(|_, op| is_op(op, "fence"))
+            .returning(|n, _| applied(n));
+        k.expect_live_server_pods().returning(|_| Ok(vec![]));
+        k.expect_live_node()
+            .returning(|n| Ok(Some(live(n, false, true))));
+        k.expect_mark()
+            .withf(|n, op| n == "c" && is_op(op, "release"))
+            .times(1)
+            .returning(|n, _| applied(n));
+        p.expect_delete_instance().times(0);
+        let report = scaler(k, p, false)
+            .reconcile()
+            .await
+            .expect("pass succeeds");
+        assert_eq!(report.cancelled_deletions, vec!["c".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_node_a_person_cordoned_is_not_fenced_or_deleted() {
+        // The cache was a moment old: the live node's cordon is a person's.
+        let (mut k, mut p) = busy_pool_sides();
+        k.expect_mark()
+            .withf(|_, op| is_op(op, "fence"))
+            .returning(|n, _| {
+                Ok(MarkOutcome::Refused(
+                    live(n, false, false),
+                    "the node's cordon is not kubescaler's (a person cordoned it)".into(),
+                ))
+            });
+        k.expect_live_server_pods().times(0);
+        p.expect_delete_instance().times(0);
+        let report = scaler(k, p, false)
+            .reconcile()
+            .await
+            .expect("pass succeeds");
+        assert_eq!(report.cancelled_deletions, vec!["c".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_node_the_cloud_reports_draining_gets_no_second_delete() {
+        let snapshot = busy_pool();
+        let (mut k, _tx) = kube_with(snapshot.clone());
+        let mut pool = cloud_of(&snapshot, 0);
+        for n in &mut pool.nodes {
+            if n.name == "c" {
+                n.status = InstanceStatus::Deleting;
+                n.state = "draining".into();
+            }
+        }
+        let mut p = provider_with(pool);
+        k.expect_mark()
+            .withf(|n, op| n == "b" && is_op(op, "uncordon"))
+            .returning(|n, _| applied(n));
+        p.expect_grow_to().returning(|_| Ok(()));
+        k.expect_mark()
+            .withf(|n, _| n == "c")
+            .times(0)
+            .returning(|n, _| applied(n));
+        p.expect_delete_instance().times(0);
+        let report = scaler(k, p, false)
+            .reconcile()
+            .await
+            .expect("pass succeeds");
+        assert_eq!(report.plan.summary.deleting_nodes, 1);
+    }
+
+    #[tokio::test]
+    async fn one_undeletable_node_does_not_stop_the_others_and_is_held_back() {
+        // Two expired empty nodes of kubescaler's; the first (oldest) cannot be deleted.
+        let snapshot = ClusterSnapshot {
+            nodes: vec![
+                node("a", true, None),
+                node("stuck", true, Some(7200)),
+                node("fine", true, Some(3600)),
+            ],
+            // a's 4 free slots are the buffer: nothing to uncordon.
+            pods: vec![],
+        };
+        let (mut k, _tx) = kube_with(snapshot.clone());
+        let mut p = provider_with(cloud_of(&snapshot, 0));
+        k.expect_mark()
+            .withf(|_, op| {
+                is_op(op, "fence") || is_op(op, "release") || is_op(op, "accept-deletion")
+            })
+            .returning(|n, _| applied(n));
+        k.expect_live_server_pods().returning(|_| Ok(vec![]));
+        k.expect_live_node()
+            .returning(|n| Ok(Some(live(n, true, true))));
+        let stuck_attempts = Arc::new(AtomicUsize::new(0));
+        let s2 = stuck_attempts.clone();
+        p.expect_delete_instance().returning(move |i| {
+            if i.name == "stuck" {
+                s2.fetch_add(1, Ordering::SeqCst);
+                Err(ProviderError::Api {
+                    provider: "test",
+                    op: "delete node".into(),
+                    message: "422 node is locked".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        let mut s = Scaler::new(
+            Arc::new(k),
+            Arc::new(p),
+            &Config {
+                minimum_node_pool_size: 0,
+                ..config(false)
+            },
+        );
+        let first = s
+            .reconcile()
+            .await
+            .expect("a failed deletion does not fail the pass");
+        assert_eq!(first.failed_deletions, vec!["stuck".to_string()]);
+        assert_eq!(first.executed, 1, "the other node was deleted: {first:?}");
+        // Next pass: the stuck node is held back, not retried first.
+        let second = s.reconcile().await.expect("second pass");
+        assert_eq!(stuck_attempts.load(Ordering::SeqCst), 1);
+        assert!(second.failed_deletions.is_empty());
+    }
+
+    #[tokio::test]
     async fn dry_run_plans_but_calls_no_mutation() {
-        let (mut k, _tx) = kube_with(busy_pool());
-        let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(|| Ok(3));
-        k.expect_uncordon().times(0);
-        k.expect_cordon().times(0);
+        let snapshot = busy_pool();
+        let (mut k, _tx) = kube_with(snapshot.clone());
+        let mut p = provider_with(cloud_of(&snapshot, 0));
+        k.expect_mark().times(0);
         k.expect_live_server_pods().times(0);
         p.expect_grow_to().times(0);
-        p.expect_delete_nodes().times(0);
+        p.expect_delete_instance().times(0);
         let report = scaler(k, p, true).reconcile().await.expect("pass succeeds");
         assert_eq!(report.plan.actions.len(), 3);
         assert_eq!(report.executed, 0);
     }
 
+    /// A clock the test moves.
+    fn manual_clock() -> (Clock, Arc<std::sync::atomic::AtomicI64>) {
+        let start = Timestamp::now().as_second();
+        let t = Arc::new(std::sync::atomic::AtomicI64::new(start));
+        let t2 = t.clone();
+        let clock: Clock = Arc::new(move || {
+            Timestamp::from_second(t2.load(Ordering::SeqCst)).unwrap_or(Timestamp::UNIX_EPOCH)
+        });
+        (clock, t)
+    }
+
     #[tokio::test]
-    async fn accepted_deletion_is_not_requested_twice() {
-        let (mut k, _tx) = kube_with(busy_pool());
+    async fn an_idle_pool_reads_the_cloud_once_a_minute_whatever_the_tick() {
+        let snapshot = ClusterSnapshot {
+            nodes: vec![node("a", true, None), node("b", true, None)],
+            pods: servers("a", 4),
+        };
+        let (k, _tx) = kube_with(snapshot.clone());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let r = reads.clone();
+        let pool = cloud_of(&snapshot, 0);
         let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(|| Ok(3));
-        k.expect_uncordon().returning(|_| Ok(()));
-        p.expect_grow_to().returning(|_| Ok(()));
-        k.expect_live_server_pods().returning(|_| Ok(vec![]));
-        p.expect_delete_nodes()
-            .times(1)
-            .returning(|n| n.iter().map(|_| Ok(())).collect());
-        let mut s = scaler(k, p, false);
+        p.expect_pool().returning(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(pool.clone())
+        });
+        p.expect_find()
+            .returning(|n, pool| Ok(crate::provider::find_by_provider_id_or_name(n, pool)));
+        let (clock, t) = manual_clock();
+        let mut s = scaler(k, p, false).with_clock(clock);
+        // A pass every second for two minutes.
+        for _ in 0..120 {
+            let report = s.reconcile().await.expect("pass");
+            assert!(report.plan.actions.is_empty(), "{:?}", report.plan.actions);
+            t.fetch_add(1, Ordering::SeqCst);
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_plan_that_changes_the_pool_is_made_again_from_a_fresh_read() {
+        // The cached read says 2 nodes; meanwhile the cloud console resized the pool to 3
+        // (one on its way): with it, the buffer is met and no grow is needed.
+        let snapshot = ClusterSnapshot {
+            nodes: vec![node("a", true, None), node("b", true, None)],
+            pods: servers("a", 4),
+        };
+        let (k, _tx) = kube_with(snapshot.clone());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let r = reads.clone();
+        let before = cloud_of(&snapshot, 0);
+        let after = cloud_of(&snapshot, 1);
+        let mut p = MockNodePoolProvider::new();
+        p.expect_pool().returning(move || {
+            Ok(if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                before.clone()
+            } else {
+                after.clone()
+            })
+        });
+        p.expect_find()
+            .returning(|n, pool| Ok(crate::provider::find_by_provider_id_or_name(n, pool)));
+        p.expect_grow_to().times(0);
+        let (clock, t) = manual_clock();
+        let mut s = scaler(k, p, false).with_clock(clock);
         s.reconcile().await.expect("first pass");
-        s.reconcile().await.expect("second pass");
+        // Two servers end on b... simpler: demand grows by a pending server.
+        t.fetch_add(5, Ordering::SeqCst);
+        let mut busier = snapshot.clone();
+        busier.pods.extend(servers("b", 4));
+        let (k2, _tx2) = kube_with(busier);
+        s.k8s = Arc::new(k2);
+        let report = s.reconcile().await.expect("second pass");
+        assert_eq!(report.cloud_reads, 1, "re-read before growing");
+        assert!(
+            report.plan.grow_target().is_none(),
+            "{:?}",
+            report.plan.actions
+        );
+    }
+
+    /// Like [`kube_with`], counting the passes (snapshots taken).
+    fn kube_counting(
+        snapshot: ClusterSnapshot,
+    ) -> (
+        MockKubernetes,
+        broadcast::Sender<ChangeEvent>,
+        Arc<AtomicUsize>,
+    ) {
+        let (tx, _) = broadcast::channel(64);
+        let mut k = MockKubernetes::new();
+        let sub = tx.clone();
+        k.expect_changes().returning(move || sub.subscribe());
+        let passes = Arc::new(AtomicUsize::new(0));
+        let c = passes.clone();
+        k.expect_snapshot().returning(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(snapshot.clone())
+        });
+        k.expect_publish_event().returning(|_| Ok(()));
+        (k, tx, passes)
     }
 
     #[tokio::test(start_paused = true)]
     async fn provider_error_is_retried_with_backoff_and_the_loop_survives() {
-        let (k, _tx) = kube_with(ClusterSnapshot {
+        let snapshot = ClusterSnapshot {
             nodes: vec![node("a", true, None), node("b", true, None)],
             pods: servers("a", 4),
-        });
+        };
+        let (k, _tx) = kube_with(snapshot.clone());
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
+        let pool = cloud_of(&snapshot, 0);
         let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(move || {
+        p.expect_pool().returning(move || {
             // Fails twice, then works.
             if c.fetch_add(1, Ordering::SeqCst) < 2 {
                 Err(ProviderError::Api {
@@ -760,9 +1231,11 @@ mod tests {
                     message: "503".into(),
                 })
             } else {
-                Ok(2)
+                Ok(pool.clone())
             }
         });
+        p.expect_find()
+            .returning(|n, pool| Ok(crate::provider::find_by_provider_id_or_name(n, pool)));
         let s = scaler(k, p, false);
         // Backoff 0.5 s then 1 s: the third attempt comes well before the 10 s tick.
         s.run(tokio::time::sleep(Duration::from_secs(3))).await;
@@ -771,17 +1244,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_change_events_is_one_reconcile() {
-        let (k, tx) = kube_with(ClusterSnapshot {
+        let snapshot = ClusterSnapshot {
             nodes: vec![node("a", true, None), node("b", true, None)],
             pods: servers("a", 4),
-        });
-        let calls = Arc::new(AtomicUsize::new(0));
-        let c = calls.clone();
-        let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(move || {
-            c.fetch_add(1, Ordering::SeqCst);
-            Ok(2)
-        });
+        };
+        let (k, tx, passes) = kube_counting(snapshot.clone());
+        let p = provider_with(cloud_of(&snapshot, 0));
         let s = scaler(k, p, false);
         let burst = async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -792,7 +1260,7 @@ mod tests {
         };
         s.run(burst).await;
         // One pass at start, one for the burst; the tick (10 s) has not come.
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(passes.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -813,10 +1281,11 @@ mod tests {
         k.expect_publish_event().returning(|_| Ok(()));
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
+        let pool = cloud_of(&ClusterSnapshot::default(), 1);
         let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(move || {
+        p.expect_pool().returning(move || {
             c.fetch_add(1, Ordering::SeqCst);
-            Ok(1)
+            Ok(pool.clone())
         });
         let s = scaler(k, p, false);
         let world = async move {
@@ -833,20 +1302,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_tick_reconciles_without_events() {
-        let (k, _tx) = kube_with(ClusterSnapshot::default());
-        let calls = Arc::new(AtomicUsize::new(0));
-        let c = calls.clone();
-        let mut p = MockNodePoolProvider::new();
-        p.expect_target_size().returning(move || {
-            c.fetch_add(1, Ordering::SeqCst);
-            Ok(1)
-        });
-        p.expect_grow_to().returning(|_| Ok(()));
+        let (k, _tx, passes) = kube_counting(ClusterSnapshot::default());
+        let p = provider_with(cloud_of(&ClusterSnapshot::default(), 1));
         scaler(k, p, false)
             .run(tokio::time::sleep(Duration::from_secs(35)))
             .await;
         // At 0, 10, 20 and 30 s.
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(passes.load(Ordering::SeqCst), 4);
     }
 
     /// A cloud whose resize call never answers.
@@ -854,21 +1316,15 @@ mod tests {
 
     #[async_trait::async_trait]
     impl NodePoolProvider for HangingProvider {
-        async fn target_size(&self) -> Result<u32, ProviderError> {
+        async fn pool(&self) -> Result<CloudPool, ProviderError> {
             // Below the minimum of 1: the pass must grow, and the grow hangs.
-            Ok(0)
+            Ok(CloudPool::default())
         }
         async fn grow_to(&self, _: u32) -> Result<(), ProviderError> {
             std::future::pending().await
         }
-        async fn delete_nodes(
-            &self,
-            nodes: &[crate::provider::NodeRef],
-        ) -> Vec<Result<(), ProviderError>> {
-            nodes.iter().map(|_| Ok(())).collect()
-        }
-        async fn nodes(&self) -> Result<Vec<crate::provider::ProviderNode>, ProviderError> {
-            Ok(vec![])
+        async fn delete_instance(&self, _: &CloudNode) -> Result<(), ProviderError> {
+            Ok(())
         }
     }
 

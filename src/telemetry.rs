@@ -60,6 +60,7 @@ pub struct Telemetry {
     is_leader: AtomicBool,
     provider_resolved: AtomicBool,
     liveness: Mutex<Liveness>,
+    passes: AtomicU64,
     /// Longest a live leader may go without finishing a pass.
     stall_after: Duration,
 }
@@ -96,6 +97,7 @@ impl Telemetry {
             leader: Gauge::default(),
             is_leader: AtomicBool::new(false),
             provider_resolved: AtomicBool::new(false),
+            passes: AtomicU64::new(0),
             liveness: Mutex::new(Liveness {
                 last_attempt: Instant::now(),
             }),
@@ -188,6 +190,9 @@ impl Telemetry {
             ("not_ready", s.not_ready_nodes),
             ("cordoned_by_kubescaler", s.cordoned_by_kubescaler),
             ("cordoned_by_others", s.cordoned_by_others),
+            ("deleting", s.deleting_nodes),
+            ("outside_pool", s.outside_pool_nodes),
+            ("unregistered_stuck", s.stuck_instances),
         ] {
             self.nodes
                 .get_or_create(&StateLabels { state })
@@ -213,8 +218,18 @@ impl Telemetry {
             .inc();
     }
 
+    /// Counts a deletion that failed (the node is held back for a while).
+    pub fn deletion_failed(&self) {
+        self.actions
+            .get_or_create(&KindLabels {
+                kind: "delete-failed",
+            })
+            .inc();
+    }
+
     /// Records the end of a pass: its duration, and its error if it failed.
     pub fn pass_finished(&self, error: Option<&ScaleError>, elapsed: Duration) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
         self.reconcile_seconds.observe(elapsed.as_secs_f64());
         self.liveness
             .lock()
@@ -232,6 +247,11 @@ impl Telemetry {
                     .inc();
             }
         }
+    }
+
+    /// Passes finished so far, well or badly.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// The provider answered: its cluster and pool are resolved.

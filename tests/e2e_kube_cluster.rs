@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use kube::Client;
 use kubescaler::config::{load, ConfigSources};
-use kubescaler::kubernetes::{ChangeEvent, KubeCluster, KubeError, Kubernetes};
+use kubescaler::kubernetes::{ChangeEvent, KubeCluster, Kubernetes, MarkOp, MarkOutcome};
 use kubescaler::model::{ClusterSnapshot, CORDONED_BY_ANNOTATION, TIMESTAMP_ANNOTATION};
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -282,10 +282,14 @@ async fn kube_cluster_watches_nodes_and_pods_then_cordons_and_checks_live_pods()
 
         // Cordon: one patch sets the flag and both marks.
         let at: jiff::Timestamp = "2024-05-01T10:00:00Z".parse().unwrap_or_default();
-        cluster
-            .cordon(&node_a, at)
+        let outcome = cluster
+            .mark(&node_a, MarkOp::Cordon(at))
             .await
             .unwrap_or_else(|e| panic!("cordon: {e}"));
+        assert!(
+            matches!(outcome, MarkOutcome::Applied(ref n) if n.cordoned_by_kubescaler),
+            "{outcome:?}"
+        );
         let live = node_api
             .get(&node_a)
             .await
@@ -312,10 +316,11 @@ async fn kube_cluster_watches_nodes_and_pods_then_cordons_and_checks_live_pods()
         .await;
 
         // Uncordon removes both marks.
-        cluster
-            .uncordon(&node_a)
+        let outcome = cluster
+            .mark(&node_a, MarkOp::Uncordon)
             .await
             .unwrap_or_else(|e| panic!("uncordon: {e}"));
+        assert!(matches!(outcome, MarkOutcome::Applied(_)), "{outcome:?}");
         let live = node_api
             .get(&node_a)
             .await
@@ -378,7 +383,7 @@ async fn kube_cluster_watches_nodes_and_pods_then_cordons_and_checks_live_pods()
 }
 
 #[tokio::test]
-async fn cordon_of_a_missing_node_is_an_api_error_naming_the_operation() {
+async fn cordon_of_a_missing_node_reports_it_gone() {
     let Some(client) = client_or_skip("missing-node").await else {
         return;
     };
@@ -388,14 +393,11 @@ async fn cordon_of_a_missing_node_is_an_api_error_naming_the_operation() {
         &format!("kubescaler-e2e/pool={id}"),
         ("kubescaler-e2e/server".to_string(), id.clone()),
     );
-    let err = cluster
-        .cordon(&id, jiff::Timestamp::now())
+    let outcome = cluster
+        .mark(&id, MarkOp::Cordon(jiff::Timestamp::now()))
         .await
-        .expect_err("cordon of a node that does not exist");
-    match err {
-        KubeError::Api { op, .. } => assert_eq!(op, format!("patch node {id}")),
-        other => panic!("expected KubeError::Api, got {other}"),
-    }
+        .unwrap_or_else(|e| panic!("cordon of a node that does not exist: {e}"));
+    assert_eq!(outcome, MarkOutcome::Gone);
     // An empty selection still syncs: an empty pool is a valid snapshot.
     let snap = snapshot_where(&cluster, "the first list", |_| true).await;
     assert!(snap.nodes.is_empty());

@@ -186,6 +186,9 @@ proptest! {
                 Action::Cordon { node, .. } => available -= free[node],
                 Action::Grow { from, to, .. } => available += i64::from(to - from) * i64::from(per_node),
                 Action::Delete { .. } => {} // cordoned nodes hold no counted slots
+                // Stale marks are cleared on nodes already counted; an instance that never
+                // registered holds nothing.
+                Action::ClearMarks { .. } | Action::DeleteInstance { .. } => {}
             }
         }
         let final_target = p.grow_target().unwrap_or(case.target);

@@ -57,9 +57,10 @@ async fn every_request_the_driver_makes_passes_the_fakes_validation() {
     })
     .await;
     let nodes = driver
-        .nodes()
+        .pool()
         .await
-        .unwrap_or_else(|e| panic!("nodes: {e}"));
+        .unwrap_or_else(|e| panic!("pool: {e}"))
+        .nodes;
     assert_eq!(nodes.len(), 4);
     assert!(nodes.iter().all(|n| n.state == "running"), "{nodes:?}");
 
@@ -731,7 +732,7 @@ async fn growing_adds_nodes_that_go_provisioning_then_running_after_the_boot_del
         ),
         (3, 2, 1)
     );
-    let seen = driver.nodes().await.unwrap_or_else(|e| panic!("{e}"));
+    let seen = driver.pool().await.unwrap_or_else(|e| panic!("{e}")).nodes;
     assert_eq!(seen.iter().filter(|n| n.state == "provisioning").count(), 2);
     wait_for("the new nodes to run", Duration::from_secs(5), || {
         fake.pool(&c, &p)

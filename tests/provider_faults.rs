@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use doks_fake::{Fault, Operation};
 use jiff::Timestamp;
 use kubescaler::config::{load, ConfigSources};
-use kubescaler::kubernetes::{ChangeEvent, KubeError, Kubernetes};
+use kubescaler::kubernetes::{ChangeEvent, KubeError, Kubernetes, MarkOp, MarkOutcome};
 use kubescaler::model::{ClusterSnapshot, NodeState, PodState, Resources};
 use kubescaler::provider::digitalocean::DigitalOceanOptions;
 use kubescaler::provider::NodePoolProvider;
@@ -324,6 +324,8 @@ async fn a_delete_retried_after_its_answer_was_dropped_deletes_one_node() {
 /// so every pass plans to grow.
 struct Frozen {
     changes: broadcast::Sender<ChangeEvent>,
+    /// The pool node's name (the driver matches a node without DOKS labels by name).
+    node: String,
 }
 
 #[async_trait]
@@ -334,7 +336,7 @@ impl Kubernetes for Frozen {
             memory_bytes: 0,
         };
         let node = NodeState {
-            name: "pool-node-1".into(),
+            name: self.node.clone(),
             provider_id: None,
             labels: BTreeMap::new(),
             allocatable: Resources {
@@ -346,6 +348,8 @@ impl Kubernetes for Frozen {
             unschedulable: false,
             taints: vec![],
             cordoned_by_kubescaler: false,
+            has_kubescaler_marks: false,
+            deletion_accepted: None,
             cordon_timestamp: None,
             created: Some(Timestamp::now()),
         };
@@ -356,7 +360,7 @@ impl Kubernetes for Frozen {
             is_server: true,
             is_daemon: false,
         };
-        let mut pods: Vec<PodState> = (0..4).map(|i| server(i, Some("pool-node-1"))).collect();
+        let mut pods: Vec<PodState> = (0..4).map(|i| server(i, Some(&self.node))).collect();
         pods.push(server(4, None));
         pods.push(server(5, None));
         Ok(ClusterSnapshot {
@@ -364,11 +368,11 @@ impl Kubernetes for Frozen {
             pods,
         })
     }
-    async fn cordon(&self, _: &str, _: Timestamp) -> Result<(), KubeError> {
-        Ok(())
+    async fn mark(&self, _: &str, _: MarkOp) -> Result<MarkOutcome, KubeError> {
+        Ok(MarkOutcome::Gone)
     }
-    async fn uncordon(&self, _: &str) -> Result<(), KubeError> {
-        Ok(())
+    async fn live_node(&self, _: &str) -> Result<Option<NodeState>, KubeError> {
+        Ok(None)
     }
     async fn live_server_pods(&self, _: &str) -> Result<Vec<String>, KubeError> {
         Ok(Vec::new())
@@ -415,7 +419,11 @@ async fn the_loop_keeps_running_through_failed_passes_and_grows_once_the_api_rec
     };
     let provider: Arc<dyn NodePoolProvider> = Arc::new(driver(&fake, options));
     let (changes, _) = broadcast::channel(16);
-    let k8s: Arc<dyn Kubernetes> = Arc::new(Frozen { changes });
+    let node = fake
+        .pool(&c, &p)
+        .and_then(|v| v.nodes.first().map(|n| n.name.clone()))
+        .unwrap_or_else(|| panic!("the pool's node"));
+    let k8s: Arc<dyn Kubernetes> = Arc::new(Frozen { changes, node });
     // Three passes' worth of failures (2 attempts each), 500s and 429s mixed.
     fake.inject_fault(Operation::GetNodePool, Fault::ServerError, 3);
     fake.inject_fault(
@@ -427,7 +435,10 @@ async fn the_loop_keeps_running_through_failed_passes_and_grows_once_the_api_rec
     );
     fake.inject_fault(Operation::GetNodePool, Fault::ServerError, 2);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let scaler = Scaler::new(k8s, provider, &config);
+    let telemetry = Arc::new(kubescaler::telemetry::Telemetry::new(Duration::from_secs(
+        1,
+    )));
+    let scaler = Scaler::new(k8s, provider, &config).with_telemetry(Arc::clone(&telemetry));
     let running = tokio::spawn(scaler.run(async move {
         let _ = stop_rx.await;
     }));
@@ -446,9 +457,9 @@ async fn the_loop_keeps_running_through_failed_passes_and_grows_once_the_api_rec
         .count();
     assert_eq!(failed, 6, "{}", show(&log));
     // It keeps running: more passes come, and none grows again (the node is on its way).
-    let passes_before = of(&fake.requests(), Operation::GetNodePool).len();
+    let passes_before = telemetry.passes();
     wait_for("more passes", Duration::from_secs(10), || {
-        of(&fake.requests(), Operation::GetNodePool).len() >= passes_before + 2
+        telemetry.passes() >= passes_before + 2
     })
     .await;
     assert!(!running.is_finished(), "the loop stopped");

@@ -18,7 +18,8 @@ use kube::runtime::watcher::Event;
 use super::ChangeEvent;
 use crate::model::{
     ClusterSnapshot, NodeState, PodState, Resources, Taint, CORDONED_BY_ANNOTATION,
-    CORDONED_BY_VALUE, TIMESTAMP_ANNOTATION,
+    CORDONED_BY_VALUE, DELETION_ACCEPTED_ANNOTATION, FENCE_TAINT, FIELD_MANAGER,
+    KUBESCALER_ANNOTATIONS, TIMESTAMP_ANNOTATION,
 };
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
 use crate::scheduling::pod_requests;
@@ -60,7 +61,7 @@ pub fn node_state(node: &Node) -> Option<NodeState> {
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
         });
-    let taints = spec
+    let taints: Vec<Taint> = spec
         .and_then(|s| s.taints.as_ref())
         .map(|taints| {
             taints
@@ -78,6 +79,12 @@ pub fn node_state(node: &Node) -> Option<NodeState> {
         })
         .unwrap_or_default();
     let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key));
+    let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+    let marked = annotation(CORDONED_BY_ANNOTATION).is_some_and(|v| v == CORDONED_BY_VALUE);
+    let has_kubescaler_marks = KUBESCALER_ANNOTATIONS
+        .iter()
+        .any(|key| annotation(key).is_some())
+        || taints.iter().any(|t| t.key == FENCE_TAINT);
     Some(NodeState {
         name,
         provider_id: spec.and_then(|s| s.provider_id.clone()),
@@ -88,13 +95,42 @@ pub fn node_state(node: &Node) -> Option<NodeState> {
         },
         allocatable_pods,
         ready,
-        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        unschedulable,
         taints,
-        cordoned_by_kubescaler: annotation(CORDONED_BY_ANNOTATION)
-            .is_some_and(|v| v == CORDONED_BY_VALUE),
+        cordoned_by_kubescaler: unschedulable
+            && marked
+            && unschedulable_manager(node) == Some(FIELD_MANAGER),
+        has_kubescaler_marks,
+        deletion_accepted: annotation(DELETION_ACCEPTED_ANNOTATION).cloned(),
         cordon_timestamp: annotation(TIMESTAMP_ANNOTATION).cloned(),
         created: meta.creation_timestamp.as_ref().map(|t| t.0),
     })
+}
+
+/// The field manager that last set `spec.unschedulable`, from `metadata.managedFields`: the
+/// API server's own record of who cordoned the node, which no annotation can fake.
+pub fn unschedulable_manager(node: &Node) -> Option<&str> {
+    node.metadata
+        .managed_fields
+        .as_deref()?
+        .iter()
+        .filter(|entry| entry.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .and_then(|spec| spec.get("f:unschedulable"))
+                .is_some()
+        })
+        // Several managers can share a field set to the same value; the latest write wins.
+        .max_by(|a, b| {
+            a.time
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.time.as_ref().map(|t| t.0))
+        })
+        .and_then(|entry| entry.manager.as_deref())
 }
 
 /// `namespace/name` of a pod; `None` without a name (which the API server never sends).
@@ -563,9 +599,11 @@ mod tests {
                 "2024-05-01T10:00:00Z".to_string(),
             ),
         ]));
+        n.metadata.managed_fields = Some(vec![unschedulable_set_by(FIELD_MANAGER, 10)]);
         let s = node_state(&n).unwrap();
         assert!(s.unschedulable);
         assert!(s.cordoned_by_kubescaler);
+        assert!(s.has_kubescaler_marks);
         assert_eq!(s.cordon_timestamp.as_deref(), Some("2024-05-01T10:00:00Z"));
         assert_eq!(
             s.taints,
@@ -582,6 +620,54 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// A managedFields entry of `manager` owning `spec.unschedulable`, written at `secs`.
+    fn unschedulable_set_by(
+        manager: &str,
+        secs: i64,
+    ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+        ManagedFieldsEntry {
+            manager: Some(manager.to_string()),
+            operation: Some("Update".to_string()),
+            fields_v1: Some(FieldsV1(
+                serde_json::json!({"f:spec": {"f:unschedulable": {}}}),
+            )),
+            time: Some(Time(jiff::Timestamp::from_second(secs).unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_person_who_cordons_after_an_uncordon_owns_the_cordon_whatever_the_annotations() {
+        // kubescaler cordoned (its annotations), a person uncordoned and cordoned again: the
+        // annotations are still there, but the API server says who set spec.unschedulable.
+        let mut n = node("n1");
+        n.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        n.metadata.annotations = Some(BTreeMap::from([
+            (
+                CORDONED_BY_ANNOTATION.to_string(),
+                CORDONED_BY_VALUE.to_string(),
+            ),
+            (
+                TIMESTAMP_ANNOTATION.to_string(),
+                "2024-05-01T10:00:00Z".to_string(),
+            ),
+        ]));
+        n.metadata.managed_fields = Some(vec![unschedulable_set_by("kubectl-cordon", 20)]);
+        let s = node_state(&n).unwrap();
+        assert!(
+            !s.cordoned_by_kubescaler,
+            "a person's cordon read as kubescaler's"
+        );
+        assert!(s.has_kubescaler_marks);
+        // No record of who cordoned it: not kubescaler's either.
+        n.metadata.managed_fields = None;
+        assert!(!node_state(&n).unwrap().cordoned_by_kubescaler);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -21,17 +20,15 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
-use super::index::{pod_key, ClusterIndex};
-use super::{ActionEvent, ChangeEvent, EventReason, KubeError, Kubernetes};
+use super::index::{node_state, pod_key, ClusterIndex};
+use super::marks::decide;
+use super::{ActionEvent, ChangeEvent, EventReason, KubeError, Kubernetes, MarkOp, MarkOutcome};
 use crate::config::Config;
-use crate::model::{
-    ClusterSnapshot, CORDONED_BY_ANNOTATION, CORDONED_BY_VALUE, TIMESTAMP_ANNOTATION,
-};
+use crate::model::{ClusterSnapshot, NodeState, FIELD_MANAGER};
 
 /// Pods that still hold (or wait for) a node: the API server filters out the terminal ones.
 pub const NON_TERMINAL_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -39,6 +36,8 @@ pub const NON_TERMINAL_PODS: &str = "status.phase!=Succeeded,status.phase!=Faile
 /// Change events buffered per receiver; a receiver that falls further behind gets
 /// `RecvError::Lagged` and should treat it as "something changed".
 const CHANGE_CHANNEL_CAPACITY: usize = 1024;
+/// Most reads-and-patches of one mark change when the node keeps changing under it.
+const MARK_ATTEMPTS: u32 = 4;
 /// The `reportingController` of kubescaler's Events.
 const EVENT_REPORTER: &str = "kubescaler";
 
@@ -176,16 +175,58 @@ impl Kubernetes for KubeCluster {
         lock(&self.index).snapshot().map_err(KubeError::NotSynced)
     }
 
-    async fn cordon(&self, node: &str, at: Timestamp) -> Result<(), KubeError> {
-        patch_node(&self.client, node, cordon_patch(at)).await?;
-        info!(node, at = %at, "cordoned node");
-        Ok(())
+    async fn mark(&self, node: &str, op: MarkOp) -> Result<MarkOutcome, KubeError> {
+        let nodes = Api::<Node>::all(self.client.clone());
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(live) = nodes
+                .get_opt(node)
+                .await
+                .map_err(|e| api_error(format!("get node {node}"), e))?
+            else {
+                return Ok(MarkOutcome::Gone);
+            };
+            let patch = match decide(op, &live) {
+                Ok(patch) => patch,
+                Err(why) => {
+                    let state = node_state(&live)
+                        .ok_or_else(|| KubeError::Client(format!("node {node} has no name")))?;
+                    return Ok(MarkOutcome::Refused(state, why));
+                }
+            };
+            match nodes.patch(node, &params, &Patch::Merge(&patch)).await {
+                Ok(written) => {
+                    info!(node, op = op.as_str(), "marked node");
+                    let state = node_state(&written)
+                        .ok_or_else(|| KubeError::Client(format!("node {node} has no name")))?;
+                    return Ok(MarkOutcome::Applied(state));
+                }
+                // Changed since it was read: decide again on the newer node.
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < MARK_ATTEMPTS => {
+                    debug!(
+                        node,
+                        op = op.as_str(),
+                        attempt,
+                        "node changed under the patch; reading it again"
+                    );
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(MarkOutcome::Gone),
+                Err(e) => return Err(api_error(format!("patch node {node} ({})", op.as_str()), e)),
+            }
+        }
     }
 
-    async fn uncordon(&self, node: &str) -> Result<(), KubeError> {
-        patch_node(&self.client, node, uncordon_patch()).await?;
-        info!(node, "uncordoned node");
-        Ok(())
+    async fn live_node(&self, node: &str) -> Result<Option<NodeState>, KubeError> {
+        let found = Api::<Node>::all(self.client.clone())
+            .get_opt(node)
+            .await
+            .map_err(|e| api_error(format!("get node {node}"), e))?;
+        Ok(found.as_ref().and_then(node_state))
     }
 
     async fn live_server_pods(&self, node: &str) -> Result<Vec<String>, KubeError> {
@@ -254,7 +295,9 @@ impl Kubernetes for KubeCluster {
         };
         let kube_event = KubeEvent {
             type_: match event.reason {
-                EventReason::DeleteCancelled => EventType::Warning,
+                EventReason::DeleteCancelled
+                | EventReason::DeleteFailed
+                | EventReason::PoolMismatch => EventType::Warning,
                 _ => EventType::Normal,
             },
             reason: event.reason.as_str().into(),
@@ -466,54 +509,11 @@ async fn run_watch<K>(
     );
 }
 
-/// Sends one merge patch to a node.
-async fn patch_node(client: &Client, node: &str, patch: Value) -> Result<(), KubeError> {
-    Api::<Node>::all(client.clone())
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| api_error(format!("patch node {node}"), e))?;
-    Ok(())
-}
-
 fn api_error(op: String, err: kube::Error) -> KubeError {
     KubeError::Api {
         op,
         source: Box::new(err),
     }
-}
-
-/// Merge patch that cordons a node and marks it as kubescaler's, cordoned at `at`: one
-/// request, so the mark and the cordon cannot be separated.
-pub fn cordon_patch(at: Timestamp) -> Value {
-    json!({
-        "metadata": {
-            "annotations": {
-                CORDONED_BY_ANNOTATION: CORDONED_BY_VALUE,
-                TIMESTAMP_ANNOTATION: rfc3339_utc(at),
-            }
-        },
-        "spec": { "unschedulable": true }
-    })
-}
-
-/// Merge patch that uncordons a node and removes kubescaler's marks (`null` deletes a key in
-/// a JSON merge patch).
-pub fn uncordon_patch() -> Value {
-    json!({
-        "metadata": {
-            "annotations": {
-                CORDONED_BY_ANNOTATION: null,
-                TIMESTAMP_ANNOTATION: null,
-            }
-        },
-        "spec": { "unschedulable": false }
-    })
-}
-
-/// RFC 3339 in UTC at second precision, the format the Go version wrote (`time.RFC3339`), so
-/// nodes cordoned by either version read the same.
-fn rfc3339_utc(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Field selector of the live server pod check: bound to `node` and not terminal.
@@ -524,42 +524,6 @@ fn live_pods_field_selector(node: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cordon_patch_sets_unschedulable_and_both_marks() {
-        let at: Timestamp = "2024-05-01T10:00:00.123456Z".parse().unwrap();
-        assert_eq!(
-            cordon_patch(at),
-            json!({
-                "metadata": {"annotations": {
-                    "kubescaler/cordoned-by": "kubescaler",
-                    "kubescaler/timestamp": "2024-05-01T10:00:00Z",
-                }},
-                "spec": {"unschedulable": true}
-            })
-        );
-    }
-
-    #[test]
-    fn uncordon_patch_clears_unschedulable_and_removes_marks() {
-        assert_eq!(
-            uncordon_patch(),
-            json!({
-                "metadata": {"annotations": {
-                    "kubescaler/cordoned-by": null,
-                    "kubescaler/timestamp": null,
-                }},
-                "spec": {"unschedulable": false}
-            })
-        );
-    }
-
-    #[test]
-    fn cordon_timestamp_round_trips_through_the_planners_parse() {
-        let at: Timestamp = "2024-05-01T10:00:59Z".parse().unwrap();
-        let written = rfc3339_utc(at);
-        assert_eq!(written.parse::<Timestamp>().unwrap(), at);
-    }
 
     #[test]
     fn live_pod_check_selects_the_node_and_excludes_terminal_pods() {

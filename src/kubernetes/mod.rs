@@ -3,16 +3,17 @@
 //! mockall fake generated here.
 
 use async_trait::async_trait;
-use jiff::Timestamp;
 use tokio::sync::broadcast;
 
-use crate::model::ClusterSnapshot;
+use crate::model::{ClusterSnapshot, NodeState};
 
 pub mod index;
 pub mod kube;
+pub mod marks;
 
 pub use self::index::ClusterIndex;
 pub use self::kube::KubeCluster;
+pub use self::marks::{MarkOp, MarkOutcome};
 
 /// Something changed that may change the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,8 +58,15 @@ pub enum EventReason {
     Uncordon,
     /// An expired, empty node was deleted through the cloud provider.
     DeleteNode,
-    /// A deletion was called off: the live re-check found a server pod on the node.
+    /// A deletion was called off: the live re-check found a server pod on the node, or the
+    /// node was no longer kubescaler's.
     DeleteCancelled,
+    /// The cloud refused or failed a node's deletion; it is retried after a backoff.
+    DeleteFailed,
+    /// kubescaler's marks were removed from a node a person made schedulable.
+    ClearMarks,
+    /// A selector-matched node is not in the cloud pool, or a pool instance never registered.
+    PoolMismatch,
 }
 
 impl EventReason {
@@ -70,6 +78,9 @@ impl EventReason {
             EventReason::Uncordon => "Uncordon",
             EventReason::DeleteNode => "DeleteNode",
             EventReason::DeleteCancelled => "DeleteCancelled",
+            EventReason::DeleteFailed => "DeleteFailed",
+            EventReason::ClearMarks => "ClearMarks",
+            EventReason::PoolMismatch => "PoolMismatch",
         }
     }
 }
@@ -92,11 +103,13 @@ pub trait Kubernetes: Send + Sync {
     /// The pool as of now: selector-matched nodes, the pods bound to them, unbound server pods.
     async fn snapshot(&self) -> Result<ClusterSnapshot, KubeError>;
 
-    /// Cordons `node` and marks it as cordoned by kubescaler at `at`, in one patch.
-    async fn cordon(&self, node: &str, at: Timestamp) -> Result<(), KubeError>;
+    /// Changes kubescaler's marks on `node` (cordon, uncordon, fence...), decided on the node
+    /// as read live from the API server and written only if nothing changed it meanwhile
+    /// (see [`marks`] for the ownership rule).
+    async fn mark(&self, node: &str, op: MarkOp) -> Result<MarkOutcome, KubeError>;
 
-    /// Uncordons `node` and removes kubescaler's marks, in one patch.
-    async fn uncordon(&self, node: &str) -> Result<(), KubeError>;
+    /// The node read live from the API server (not from a cache); `None` if it is gone.
+    async fn live_node(&self, node: &str) -> Result<Option<NodeState>, KubeError>;
 
     /// Server pods bound to `node` that are not terminal, read live from the API server (not
     /// from a cache): the last check before a node is deleted.

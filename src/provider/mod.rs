@@ -18,16 +18,7 @@ pub struct NodeRef {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
-/// A node as the cloud sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProviderNode {
-    /// Cloud-side node id.
-    pub id: String,
-    /// Node name (the Kubernetes node name once registered).
-    pub name: String,
-    /// Cloud-side state (`provisioning`, `running`, `deleting`...).
-    pub state: String,
-}
+pub use crate::model::{CloudNode, CloudPool, InstanceStatus, NodeCapacity};
 
 /// Errors of a provider.
 #[derive(Debug, thiserror::Error)]
@@ -68,23 +59,117 @@ pub enum ProviderError {
     },
 }
 
-/// What kubescaler needs of a cloud's node pool.
+/// What kubescaler needs of a cloud's node pool: the NodeGroup of cluster-autoscaler, as far
+/// as a buffer scaler needs it.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait NodePoolProvider: Send + Sync {
+    /// The pool as the cloud sees it now: its target count, its instances with their status,
+    /// and a new node's capacity where the cloud says it. One read.
+    async fn pool(&self) -> Result<CloudPool, ProviderError>;
+
     /// The pool's current target node count (including nodes still provisioning).
-    async fn target_size(&self) -> Result<u32, ProviderError>;
+    async fn target_size(&self) -> Result<u32, ProviderError> {
+        Ok(self.pool().await?.target)
+    }
 
     /// Raises the pool's target to `target`. Never lowers it: a lower count would let the cloud
-    /// pick which nodes to remove.
+    /// pick which nodes to remove. Fails unless the cloud's answer confirms the count.
     async fn grow_to(&self, target: u32) -> Result<(), ProviderError>;
 
-    /// Deletes exactly these nodes (without replacement), lowering the target by one each.
-    /// One result per node, in order.
-    async fn delete_nodes(&self, nodes: &[NodeRef]) -> Vec<Result<(), ProviderError>>;
+    /// The instance of `pool` behind the Kubernetes node `node`, by the strongest identifier
+    /// the provider knows; `Ok(None)`: the node is not in this pool. `Err`: the identifiers
+    /// contradict each other (never guess). The default matches `spec.providerID`, else the
+    /// name.
+    fn find(&self, node: &NodeRef, pool: &CloudPool) -> Result<Option<CloudNode>, ProviderError> {
+        Ok(find_by_provider_id_or_name(node, pool))
+    }
 
-    /// The pool's nodes as the cloud sees them.
-    async fn nodes(&self) -> Result<Vec<ProviderNode>, ProviderError>;
+    /// Deletes exactly this instance, already resolved, without replacement, lowering the
+    /// target by one. Sends the deletion at once: no read of the pool comes first, so that
+    /// nothing slow separates kubescaler's last check of the node from its deletion.
+    async fn delete_instance(&self, node: &CloudNode) -> Result<(), ProviderError>;
+
+    /// Resolves and deletes exactly these nodes (without replacement), lowering the target by
+    /// one each; a node already being deleted is not deleted again. One result per node, in
+    /// order. A convenience over [`pool`](Self::pool), [`find`](Self::find) and
+    /// [`delete_instance`](Self::delete_instance); the scale loop uses those directly.
+    async fn delete_nodes(&self, nodes: &[NodeRef]) -> Vec<Result<(), ProviderError>> {
+        let pool = match self.pool().await {
+            Ok(pool) => pool,
+            Err(e) => return nodes.iter().map(|_| Err(e.duplicate())).collect(),
+        };
+        let mut results = Vec::with_capacity(nodes.len());
+        let mut deleted = std::collections::BTreeSet::new();
+        for node in nodes {
+            let result = match self.find(node, &pool) {
+                Err(e) => Err(e),
+                Ok(None) => Err(ProviderError::UnknownNode {
+                    provider: "provider",
+                    node: node.name.clone(),
+                }),
+                // Going already, or asked twice: never a second DELETE.
+                Ok(Some(cloud))
+                    if cloud.status == InstanceStatus::Deleting || deleted.contains(&cloud.id) =>
+                {
+                    Ok(())
+                }
+                Ok(Some(cloud)) => {
+                    let result = self.delete_instance(&cloud).await;
+                    if result.is_ok() {
+                        deleted.insert(cloud.id.clone());
+                    }
+                    result
+                }
+            };
+            results.push(result);
+        }
+        results
+    }
+}
+
+/// The instance whose provider ID is the node's, else (for a node without one) whose name is.
+pub fn find_by_provider_id_or_name(node: &NodeRef, pool: &CloudPool) -> Option<CloudNode> {
+    match node.provider_id.as_deref().filter(|p| !p.is_empty()) {
+        Some(id) => pool
+            .nodes
+            .iter()
+            .find(|c| c.provider_id.as_deref() == Some(id)),
+        None => pool
+            .nodes
+            .iter()
+            .find(|c| !node.name.is_empty() && c.name == node.name),
+    }
+    .cloned()
+}
+
+impl ProviderError {
+    /// A copy (the type is not `Clone`), for reporting one failure per node.
+    pub fn duplicate(&self) -> ProviderError {
+        match self {
+            ProviderError::Refused { provider, reason } => ProviderError::Refused {
+                provider,
+                reason: reason.clone(),
+            },
+            ProviderError::Api {
+                provider,
+                op,
+                message,
+            } => ProviderError::Api {
+                provider,
+                op: op.clone(),
+                message: message.clone(),
+            },
+            ProviderError::UnknownNode { provider, node } => ProviderError::UnknownNode {
+                provider,
+                node: node.clone(),
+            },
+            ProviderError::Config { provider, message } => ProviderError::Config {
+                provider,
+                message: message.clone(),
+            },
+        }
+    }
 }
 
 /// Builds a provider from the configuration.

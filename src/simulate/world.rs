@@ -24,8 +24,10 @@ use tokio::sync::broadcast;
 
 use super::args::Placement;
 use crate::kubernetes::{ChangeEvent, KubeError, Kubernetes};
+use crate::kubernetes::{MarkOp, MarkOutcome};
+use crate::model::{CloudNode, CloudPool, InstanceStatus};
 use crate::model::{ClusterSnapshot, NodeState, PodState, Resources};
-use crate::provider::{NodePoolProvider, NodeRef, ProviderError, ProviderNode};
+use crate::provider::{NodePoolProvider, ProviderError};
 use crate::scheduling::slots_in;
 
 /// Second 0 of every simulation: 2025-01-01T00:00:00Z. The planner's timestamps (node
@@ -110,9 +112,13 @@ struct SimNode {
     id: u64,
     name: String,
     provider_id: String,
+    /// When it was ordered.
+    ordered_at: i64,
     registers_at: i64,
     ready_at: i64,
     unschedulable: bool,
+    /// kubescaler's deletion fence is on.
+    fenced: bool,
     cordoned_by_kubescaler: bool,
     cordon_timestamp: Option<String>,
     /// Sessions whose servers run here.
@@ -248,6 +254,8 @@ impl World {
         self.next_boot_event = self.next_boot_event.min(registers_at);
         self.nodes.push(SimNode {
             id,
+            ordered_at: at,
+            fenced: false,
             provider_id: format!("simulated://{id}"),
             name,
             registers_at,
@@ -438,19 +446,7 @@ impl World {
         let mut nodes = Vec::with_capacity(self.nodes.len());
         let mut pods = Vec::new();
         for n in self.nodes.iter().filter(|n| n.registered(now)) {
-            nodes.push(NodeState {
-                name: n.name.clone(),
-                provider_id: Some(n.provider_id.clone()),
-                labels: Default::default(),
-                allocatable: self.shape.node,
-                allocatable_pods: self.shape.node_pods,
-                ready: n.ready(now),
-                unschedulable: n.unschedulable,
-                taints: Vec::new(),
-                cordoned_by_kubescaler: n.cordoned_by_kubescaler,
-                cordon_timestamp: n.cordon_timestamp.clone(),
-                created: Some(timestamp(n.registers_at)),
-            });
+            nodes.push(self.node_state(n));
             pods.extend(n.daemon_pods.iter().cloned());
             for &id in &n.servers {
                 pods.push(PodState {
@@ -474,26 +470,115 @@ impl World {
         ClusterSnapshot { nodes, pods }
     }
 
-    fn cordon(&mut self, name: &str, at: Timestamp) -> Result<(), KubeError> {
-        let i = self.node_index(name).ok_or_else(|| not_found(name))?;
+    /// A node as the planner sees it.
+    fn node_state(&self, n: &SimNode) -> NodeState {
+        let now = self.now;
+        NodeState {
+            name: n.name.clone(),
+            provider_id: Some(n.provider_id.clone()),
+            labels: Default::default(),
+            allocatable: self.shape.node,
+            allocatable_pods: self.shape.node_pods,
+            ready: n.ready(now),
+            unschedulable: n.unschedulable,
+            taints: if n.fenced {
+                vec![crate::model::Taint {
+                    key: crate::model::FENCE_TAINT.into(),
+                    value: String::new(),
+                    effect: crate::model::TaintEffect::NoSchedule,
+                }]
+            } else {
+                Vec::new()
+            },
+            cordoned_by_kubescaler: n.cordoned_by_kubescaler,
+            has_kubescaler_marks: n.cordoned_by_kubescaler || n.fenced,
+            deletion_accepted: None,
+            cordon_timestamp: n.cordon_timestamp.clone(),
+            created: Some(timestamp(n.registers_at)),
+        }
+    }
+
+    /// kubescaler's mark changes, with the ownership rule of the real cluster.
+    fn mark(&mut self, name: &str, op: MarkOp) -> MarkOutcome {
+        let Some(i) = self
+            .node_index(name)
+            .filter(|&i| self.nodes[i].registered(self.now))
+        else {
+            return MarkOutcome::Gone;
+        };
+        let node = &self.nodes[i];
+        let refuse = |why: &str| MarkOutcome::Refused(self.node_state(node), why.to_string());
+        match op {
+            MarkOp::Cordon(_) if node.unschedulable => return refuse("cordoned already"),
+            MarkOp::Uncordon | MarkOp::Fence(_) if !node.cordoned_by_kubescaler => {
+                return refuse("not kubescaler's")
+            }
+            MarkOp::ClearStale => return refuse("no stale marks in a simulation"),
+            _ => {}
+        }
+        match op {
+            MarkOp::Cordon(at) => self.cordon(name, at),
+            MarkOp::Uncordon => self.uncordon(name),
+            MarkOp::Fence(_) => self.nodes[i].fenced = true,
+            MarkOp::Release => self.nodes[i].fenced = false,
+            MarkOp::ClearStale | MarkOp::AcceptDeletion(_) => {}
+        }
+        MarkOutcome::Applied(self.node_state(&self.nodes[i]))
+    }
+
+    fn cordon(&mut self, name: &str, at: Timestamp) {
+        let Some(i) = self.node_index(name) else {
+            return;
+        };
         let node = &mut self.nodes[i];
         node.unschedulable = true;
         node.cordoned_by_kubescaler = true;
         node.cordon_timestamp = Some(at.to_string());
         self.calls.cordons += 1;
         self.changed = true;
-        Ok(())
     }
 
-    fn uncordon(&mut self, name: &str) -> Result<(), KubeError> {
-        let i = self.node_index(name).ok_or_else(|| not_found(name))?;
+    fn uncordon(&mut self, name: &str) {
+        let Some(i) = self.node_index(name) else {
+            return;
+        };
         let node = &mut self.nodes[i];
         node.unschedulable = false;
         node.cordoned_by_kubescaler = false;
         node.cordon_timestamp = None;
+        node.fenced = false;
         self.calls.uncordons += 1;
         self.changed = true;
-        Ok(())
+    }
+
+    /// The pool as the cloud reports it.
+    fn cloud_pool(&self) -> CloudPool {
+        let now = self.now;
+        CloudPool {
+            target: self.nodes.len() as u32,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| CloudNode {
+                    id: n.id.to_string(),
+                    name: n.name.clone(),
+                    status: if n.ready(now) {
+                        InstanceStatus::Running
+                    } else {
+                        InstanceStatus::Creating
+                    },
+                    state: if n.ready(now) {
+                        "running"
+                    } else {
+                        "provisioning"
+                    }
+                    .into(),
+                    provider_id: Some(n.provider_id.clone()),
+                    created: Some(timestamp(n.ordered_at)),
+                })
+                .collect(),
+            template: None,
+        }
     }
 
     fn live_server_pods(&self, name: &str) -> Vec<String> {
@@ -520,7 +605,7 @@ impl World {
         }
     }
 
-    fn delete(&mut self, node: &NodeRef) -> Result<(), ProviderError> {
+    fn delete(&mut self, node: &CloudNode) -> Result<(), ProviderError> {
         let i = self
             .node_index(&node.name)
             .ok_or_else(|| ProviderError::UnknownNode {
@@ -542,13 +627,6 @@ impl World {
 
 /// Provider name in errors.
 const PROVIDER: &str = "simulated";
-
-fn not_found(name: &str) -> KubeError {
-    KubeError::Api {
-        op: format!("patch node {name}"),
-        source: format!("node {name} not found").into(),
-    }
-}
 
 /// The world shared by the two simulated sides and the driver.
 pub type SharedWorld = Arc<Mutex<World>>;
@@ -581,12 +659,17 @@ impl Kubernetes for SimCluster {
         Ok(lock(&self.world).snapshot())
     }
 
-    async fn cordon(&self, node: &str, at: Timestamp) -> Result<(), KubeError> {
-        lock(&self.world).cordon(node, at)
+    async fn mark(&self, node: &str, op: MarkOp) -> Result<MarkOutcome, KubeError> {
+        Ok(lock(&self.world).mark(node, op))
     }
 
-    async fn uncordon(&self, node: &str) -> Result<(), KubeError> {
-        lock(&self.world).uncordon(node)
+    async fn live_node(&self, node: &str) -> Result<Option<NodeState>, KubeError> {
+        let world = lock(&self.world);
+        Ok(world
+            .node_index(node)
+            .map(|i| &world.nodes[i])
+            .filter(|n| n.registered(world.now))
+            .map(|n| world.node_state(n)))
     }
 
     async fn live_server_pods(&self, node: &str) -> Result<Vec<String>, KubeError> {
@@ -613,8 +696,8 @@ impl SimCloud {
 
 #[async_trait]
 impl NodePoolProvider for SimCloud {
-    async fn target_size(&self) -> Result<u32, ProviderError> {
-        Ok(lock(&self.world).nodes.len() as u32)
+    async fn pool(&self) -> Result<CloudPool, ProviderError> {
+        Ok(lock(&self.world).cloud_pool())
     }
 
     async fn grow_to(&self, target: u32) -> Result<(), ProviderError> {
@@ -622,28 +705,8 @@ impl NodePoolProvider for SimCloud {
         Ok(())
     }
 
-    async fn delete_nodes(&self, nodes: &[NodeRef]) -> Vec<Result<(), ProviderError>> {
-        let mut world = lock(&self.world);
-        nodes.iter().map(|n| world.delete(n)).collect()
-    }
-
-    async fn nodes(&self) -> Result<Vec<ProviderNode>, ProviderError> {
-        let world = lock(&self.world);
-        let now = world.now;
-        Ok(world
-            .nodes
-            .iter()
-            .map(|n| ProviderNode {
-                id: n.id.to_string(),
-                name: n.name.clone(),
-                state: if n.ready(now) {
-                    "running"
-                } else {
-                    "provisioning"
-                }
-                .to_string(),
-            })
-            .collect())
+    async fn delete_instance(&self, node: &CloudNode) -> Result<(), ProviderError> {
+        lock(&self.world).delete(node)
     }
 }
 
@@ -708,7 +771,7 @@ mod tests {
     #[test]
     fn servers_wait_when_full_and_never_land_on_cordoned_or_booting_nodes() {
         let mut w = World::new(shape(Placement::MostAllocated), 1);
-        w.cordon("pool-node-00001", timestamp(0)).expect("exists");
+        w.cordon("pool-node-00001", timestamp(0));
         w.grow_to(2);
         w.arrive(100);
         w.schedule();
@@ -745,11 +808,7 @@ mod tests {
         let mut w = World::new(shape(Placement::MostAllocated), 1);
         w.arrive(30);
         w.schedule();
-        let node = NodeRef {
-            name: "pool-node-00001".into(),
-            provider_id: None,
-            labels: Default::default(),
-        };
+        let node = w.cloud_pool().nodes[0].clone();
         w.delete(&node).expect("exists");
         assert_eq!(w.calls().servers_killed, 1);
         // Its end later finds nothing to end.

@@ -32,7 +32,9 @@ use kube::Client;
 use kubescaler::config::{load, Config, ConfigSources};
 use kubescaler::kubernetes::KubeCluster;
 use kubescaler::model::{CORDONED_BY_ANNOTATION, TIMESTAMP_ANNOTATION};
-use kubescaler::provider::{NodePoolProvider, NodeRef, ProviderError, ProviderNode};
+use kubescaler::provider::{
+    CloudNode, CloudPool, InstanceStatus, NodePoolProvider, NodeRef, ProviderError,
+};
 use kubescaler::scaler::Scaler;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -102,14 +104,12 @@ pub const FOUR_CPU: NodeSize = NodeSize {
 /// What the loop asked of the cloud.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `target_size`.
+    /// `pool` (or `target_size`): a read of the pool.
     TargetSize,
     /// `grow_to(n)`.
     GrowTo(u32),
-    /// `delete_nodes` of these node names.
+    /// `delete_instance` (or `delete_nodes`) of these node names.
     Delete(Vec<String>),
-    /// `nodes`.
-    Nodes,
 }
 
 impl Op {
@@ -150,6 +150,8 @@ struct CloudState {
     lost: Vec<LostServer>,
     boots: Vec<AbortHandle>,
     closed: bool,
+    /// The telemetry of the loop that drives this cloud: its pass count.
+    loop_telemetry: Option<Arc<kubescaler::telemetry::Telemetry>>,
 }
 
 struct CloudInner {
@@ -358,13 +360,17 @@ impl TestCloud {
             .collect()
     }
 
-    /// Number of `target_size` calls so far: one per reconcile pass that got past its snapshot.
+    /// Reconcile passes finished so far by the loop that drives this cloud.
     pub fn passes(&self) -> usize {
         self.state()
-            .calls
-            .iter()
-            .filter(|c| c.op == Op::TargetSize)
-            .count()
+            .loop_telemetry
+            .as_ref()
+            .map_or(0, |t| t.passes() as usize)
+    }
+
+    /// Counts the passes of the loop reporting into `telemetry`.
+    pub fn count_passes_of(&self, telemetry: Arc<kubescaler::telemetry::Telemetry>) {
+        self.state().loop_telemetry = Some(telemetry);
     }
 
     /// When the loop asked to delete `node`, once the cloud has deleted it (`None` before).
@@ -499,9 +505,25 @@ fn allocate(id: &str, st: &mut CloudState, n: u32) -> Vec<String> {
 
 #[async_trait]
 impl NodePoolProvider for TestCloud {
-    async fn target_size(&self) -> Result<u32, ProviderError> {
+    async fn pool(&self) -> Result<CloudPool, ProviderError> {
         self.record(Op::TargetSize);
-        Ok(self.target())
+        let st = self.state();
+        Ok(CloudPool {
+            target: st.target,
+            nodes: st
+                .instances
+                .iter()
+                .map(|name| CloudNode {
+                    id: format!("test://{name}"),
+                    name: name.clone(),
+                    status: InstanceStatus::Running,
+                    state: "running".into(),
+                    provider_id: Some(format!("test://{name}")),
+                    created: None,
+                })
+                .collect(),
+            template: None,
+        })
     }
 
     async fn grow_to(&self, target: u32) -> Result<(), ProviderError> {
@@ -527,26 +549,14 @@ impl NodePoolProvider for TestCloud {
         Ok(())
     }
 
-    async fn delete_nodes(&self, nodes: &[NodeRef]) -> Vec<Result<(), ProviderError>> {
-        self.record(Op::Delete(nodes.iter().map(|n| n.name.clone()).collect()));
-        let mut results = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            results.push(self.delete_one(node).await);
-        }
-        results
-    }
-
-    async fn nodes(&self) -> Result<Vec<ProviderNode>, ProviderError> {
-        self.record(Op::Nodes);
-        Ok(self
-            .instances()
-            .into_iter()
-            .map(|name| ProviderNode {
-                id: format!("test://{name}"),
-                name,
-                state: "running".into(),
-            })
-            .collect())
+    async fn delete_instance(&self, node: &CloudNode) -> Result<(), ProviderError> {
+        self.record(Op::Delete(vec![node.name.clone()]));
+        self.delete_one(&NodeRef {
+            name: node.name.clone(),
+            provider_id: node.provider_id.clone(),
+            labels: Default::default(),
+        })
+        .await
     }
 }
 
@@ -679,7 +689,12 @@ impl ScaleLoop {
                 config.server_pod_label_value.clone(),
             ),
         ));
-        let scaler = Scaler::new(cluster.clone(), Arc::new(cloud.clone()), config);
+        let telemetry = Arc::new(kubescaler::telemetry::Telemetry::new(Duration::from_secs(
+            config.scale_loop_tick_sec.max(1),
+        )));
+        cloud.count_passes_of(Arc::clone(&telemetry));
+        let scaler =
+            Scaler::new(cluster.clone(), Arc::new(cloud.clone()), config).with_telemetry(telemetry);
         let (stop, stopped) = oneshot::channel::<()>();
         let span = tracing::info_span!("kubescaler", pool = %id);
         let task = tokio::spawn(

@@ -66,6 +66,8 @@ pub fn node(name: &str, cpus: u64) -> NodeState {
         unschedulable: false,
         taints: vec![],
         cordoned_by_kubescaler: false,
+        has_kubescaler_marks: false,
+        deletion_accepted: None,
         cordon_timestamp: None,
         created: Some(ago(3600)),
     }
@@ -76,6 +78,8 @@ pub fn ours(name: &str, cpus: u64, secs_ago: i64) -> NodeState {
     NodeState {
         unschedulable: true,
         cordoned_by_kubescaler: true,
+        has_kubescaler_marks: true,
+        deletion_accepted: None,
         cordon_timestamp: Some(ago(secs_ago).to_string()),
         ..node(name, cpus)
     }

@@ -267,19 +267,23 @@ impl ApiClient {
         })
     }
 
-    /// `PUT url` with a JSON body; the answer's body is not needed.
-    pub(super) async fn put_json<B: Serialize>(
+    /// `PUT url` with a JSON body; the answer decoded as `T`.
+    pub(super) async fn put_json<B: Serialize, T: DeserializeOwned>(
         &self,
         op: &'static str,
         url: Url,
         body: &B,
-    ) -> Result<(), CallError> {
+    ) -> Result<T, CallError> {
         let call = describe_call(&Method::PUT, &url);
         let bytes = serde_json::to_vec(body).map_err(|e| CallError::Transport {
-            call,
+            call: call.clone(),
             detail: format!("cannot encode the request body: {e}"),
         })?;
-        self.call(op, Method::PUT, url, Some(bytes)).await.map(drop)
+        let answer = self.call(op, Method::PUT, url, Some(bytes)).await?;
+        serde_json::from_slice(&answer).map_err(|e| CallError::Unexpected {
+            call,
+            detail: format!("invalid JSON: {e}"),
+        })
     }
 
     /// `DELETE url`.

@@ -13,9 +13,12 @@
 //!   operation: two autoscalers would fight over its size.
 //! * [`NodePoolProvider::grow_to`] re-reads the pool and refuses any count below the current
 //!   one, and always sends the absolute target count (so a retried PUT cannot grow twice).
-//! * [`NodePoolProvider::delete_nodes`] deletes exactly the nodes asked for, without
-//!   replacement (`replace=0`), and lets DOKS drain them first (`skip_drain=0`, see
-//!   [`DigitalOceanOptions::skip_drain`]).
+//! * [`NodePoolProvider::delete_instance`] deletes exactly the node asked for, without
+//!   replacement (`replace=0`), and lets DOKS drain it first (`skip_drain=0`, see
+//!   [`DigitalOceanOptions::skip_drain`]). It sends the DELETE at once (the pool was read when
+//!   the node was resolved), and a node DOKS reports `draining` or `deleting` is never deleted
+//!   again.
+//! * [`NodePoolProvider::grow_to`] checks the count DigitalOcean answers.
 //!
 //! # Failures
 //! Every request has a connect and a total timeout. 429 (honouring `Retry-After` and
@@ -30,7 +33,6 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -42,7 +44,7 @@ use self::client::{ApiClient, CallError};
 use self::wire::{
     ClusterList, NodePool, NodePoolEnvelope, NodePoolList, Paged, PoolNode, ResizeRequest,
 };
-use super::{NodePoolProvider, NodeRef, ProviderError, ProviderNode};
+use super::{CloudNode, CloudPool, InstanceStatus, NodePoolProvider, NodeRef, ProviderError};
 use crate::config::{Config, SecretToken};
 
 /// The provider's registry name, also the prefix of its errors.
@@ -58,8 +60,10 @@ pub const NODE_ID_LABEL: &str = "doks.digitalocean.com/node-id";
 /// `spec.providerID` prefix of a DOKS node; the droplet ID follows.
 pub const PROVIDER_ID_PREFIX: &str = "digitalocean://";
 
-/// A pool node in this state is already being deleted: a second DELETE is not sent.
+/// Pool node states of a node already going away: a second DELETE is never sent for them.
 const STATE_DELETING: &str = "deleting";
+/// See [`STATE_DELETING`]: DOKS drains a node before it deletes it.
+const STATE_DRAINING: &str = "draining";
 
 /// Most pages a list may have before the driver assumes the pagination links loop.
 const MAX_PAGES: u32 = 1_000;
@@ -144,13 +148,6 @@ fn refused(reason: impl Into<String>) -> ProviderError {
     ProviderError::Refused {
         provider: PROVIDER,
         reason: reason.into(),
-    }
-}
-
-fn unknown_node(node: &NodeRef) -> ProviderError {
-    ProviderError::UnknownNode {
-        provider: PROVIDER,
-        node: node.name.clone(),
     }
 }
 
@@ -350,7 +347,7 @@ impl DigitalOcean {
     }
 
     /// The pool, read fresh, with its IDs. Refuses an autoscaled pool.
-    async fn pool(&self) -> Result<(PoolIds, NodePool), ProviderError> {
+    async fn read_pool(&self) -> Result<(PoolIds, NodePool), ProviderError> {
         const OP: &str = "get node pool";
         let ids = self.resolve().await?;
         let url = self
@@ -394,8 +391,7 @@ impl DigitalOcean {
     async fn delete_pool_node(
         &self,
         ids: &PoolIds,
-        node: &NodeRef,
-        pool_node: &PoolNode,
+        pool_node: &CloudNode,
     ) -> Result<(), ProviderError> {
         const OP: &str = "delete node";
         let query = [
@@ -411,30 +407,33 @@ impl DigitalOcean {
             .map_err(|e| self.api.provider_error(OP, &e))?;
         let error = match self.api.delete(OP, url).await {
             Ok(()) => {
-                info!(node = %node.name, node_id = %pool_node.id, "deleting node");
+                info!(node = %pool_node.name, node_id = %pool_node.id, "deleting node");
                 return Ok(());
             }
             Err(error) => error,
         };
         if error.after_ambiguous_attempt() && self.deletion_under_way(&pool_node.id).await {
             // A timed-out or 5xx attempt was carried out after all: the node is going.
-            info!(node = %node.name, node_id = %pool_node.id, "deleting node (confirmed after a failed attempt)");
+            info!(node = %pool_node.name, node_id = %pool_node.id, "deleting node (confirmed after a failed attempt)");
             return Ok(());
         }
         if error.status() == Some(reqwest::StatusCode::NOT_FOUND) {
-            return Err(unknown_node(node));
+            return Err(ProviderError::UnknownNode {
+                provider: PROVIDER,
+                node: pool_node.name.clone(),
+            });
         }
         Err(self.api.provider_error(OP, &error))
     }
 
     /// Whether the pool no longer has this node, or has it draining or deleting.
     async fn deletion_under_way(&self, node_id: &str) -> bool {
-        match self.pool().await {
+        match self.read_pool().await {
             Ok((_, pool)) => pool
                 .nodes()
                 .iter()
                 .find(|n| n.id == node_id)
-                .is_none_or(|n| matches!(n.state(), STATE_DELETING | "draining")),
+                .is_none_or(|n| matches!(n.state(), STATE_DELETING | STATE_DRAINING)),
             Err(_) => false,
         }
     }
@@ -442,15 +441,21 @@ impl DigitalOcean {
 
 #[async_trait]
 impl NodePoolProvider for DigitalOcean {
-    async fn target_size(&self) -> Result<u32, ProviderError> {
-        let (_, pool) = self.pool().await?;
-        Ok(pool.count)
+    async fn pool(&self) -> Result<CloudPool, ProviderError> {
+        let (_, pool) = self.read_pool().await?;
+        Ok(CloudPool {
+            target: pool.count,
+            nodes: pool.nodes().iter().map(cloud_node).collect(),
+            // The API description gives a pool's `size` slug only (no sizes endpoint, no
+            // capacity): a new node's shape comes from a running node or node-template-*.
+            template: None,
+        })
     }
 
     async fn grow_to(&self, target: u32) -> Result<(), ProviderError> {
         const OP: &str = "resize node pool";
         // Read fresh: defence in depth behind the planner, whose view may be stale.
-        let (ids, pool) = self.pool().await?;
+        let (ids, pool) = self.read_pool().await?;
         if target < pool.count {
             return Err(refused(format!(
                 "will not shrink node pool {:?} from {} to {target} nodes: lowering the count \
@@ -472,59 +477,55 @@ impl NodePoolProvider for DigitalOcean {
         let url = self
             .pool_url(&ids, &[], &[])
             .map_err(|e| self.api.provider_error(OP, &e))?;
-        self.api
+        let answer: NodePoolEnvelope = self
+            .api
             .put_json(OP, url, &body)
             .await
             .map_err(|e| self.api.provider_error(OP, &e))?;
+        // The answer is the pool as DigitalOcean now has it: anything but the count asked for
+        // (a quota, a concurrent change) is reported, not assumed away.
+        if answer.node_pool.count != target {
+            return Err(ProviderError::Api {
+                provider: PROVIDER,
+                op: OP.into(),
+                message: format!(
+                    "asked for {target} nodes in pool {:?} but DigitalOcean answered count {}",
+                    pool.name, answer.node_pool.count
+                ),
+            });
+        }
         info!(from = pool.count, to = target, node_pool = %pool.name, "growing node pool");
         Ok(())
     }
 
-    async fn delete_nodes(&self, nodes: &[NodeRef]) -> Vec<Result<(), ProviderError>> {
-        if nodes.is_empty() {
-            return Vec::new();
-        }
-        let (ids, pool) = match self.pool().await {
-            Ok(found) => found,
-            Err(e) => return nodes.iter().map(|_| Err(replicate(&e))).collect(),
-        };
-        let mut deleted: HashSet<String> = HashSet::new();
-        let mut results = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            let result = match find_pool_node(node, pool.nodes()) {
-                Err(e) => Err(e),
-                Ok(pool_node) if deleted.contains(&pool_node.id) => Ok(()),
-                Ok(pool_node) if pool_node.state() == STATE_DELETING => {
-                    debug!(node = %node.name, node_id = %pool_node.id, "node already being deleted");
-                    Ok(())
-                }
-                Ok(pool_node) => {
-                    let result = self.delete_pool_node(&ids, node, pool_node).await;
-                    if result.is_ok() {
-                        deleted.insert(pool_node.id.clone());
-                    }
-                    result
-                }
-            };
-            if let Err(e) = &result {
-                warn!(node = %node.name, error = %e, "cannot delete node");
-            }
-            results.push(result);
-        }
-        results
+    fn find(&self, node: &NodeRef, pool: &CloudPool) -> Result<Option<CloudNode>, ProviderError> {
+        find_pool_node(node, &pool.nodes)
     }
 
-    async fn nodes(&self) -> Result<Vec<ProviderNode>, ProviderError> {
-        let (_, pool) = self.pool().await?;
-        Ok(pool
-            .nodes()
-            .iter()
-            .map(|n| ProviderNode {
-                id: n.id.clone(),
-                name: n.name().to_owned(),
-                state: n.state().to_owned(),
-            })
-            .collect())
+    async fn delete_instance(&self, node: &CloudNode) -> Result<(), ProviderError> {
+        // The IDs are cached by the pool read that resolved `node`: no request here.
+        let ids = self.resolve().await?;
+        self.delete_pool_node(&ids, node).await
+    }
+}
+
+/// A pool node in the provider-neutral form.
+fn cloud_node(n: &PoolNode) -> CloudNode {
+    CloudNode {
+        id: n.id.clone(),
+        name: n.name().to_owned(),
+        status: match n.state() {
+            "provisioning" => InstanceStatus::Creating,
+            "running" => InstanceStatus::Running,
+            STATE_DRAINING | STATE_DELETING => InstanceStatus::Deleting,
+            _ => InstanceStatus::Unknown,
+        },
+        state: n.state().to_owned(),
+        provider_id: n
+            .droplet_id
+            .as_deref()
+            .map(|d| format!("{PROVIDER_ID_PREFIX}{d}")),
+        created: n.created_at.as_deref().and_then(|t| t.parse().ok()),
     }
 }
 
@@ -631,10 +632,10 @@ fn droplet_id_of(provider_id: &str) -> Option<&str> {
 /// provider ID, else its name. A weaker identifier is not tried when a stronger one is present
 /// but matches nothing: that node is not in this pool, and a looser match could pick the wrong
 /// node. A provider ID that contradicts the label is refused for the same reason.
-fn find_pool_node<'a>(
+fn find_pool_node(
     node: &NodeRef,
-    pool_nodes: &'a [PoolNode],
-) -> Result<&'a PoolNode, ProviderError> {
+    pool_nodes: &[CloudNode],
+) -> Result<Option<CloudNode>, ProviderError> {
     let label = node
         .labels
         .get(NODE_ID_LABEL)
@@ -646,14 +647,17 @@ fn find_pool_node<'a>(
     } else if let Some(droplet) = droplet {
         pool_nodes
             .iter()
-            .find(|p| p.droplet_id.as_deref() == Some(droplet))
+            .find(|p| p.provider_id.as_deref().and_then(droplet_id_of) == Some(droplet))
     } else if node.name.is_empty() {
         None
     } else {
-        pool_nodes.iter().find(|p| p.name() == node.name)
+        pool_nodes.iter().find(|p| p.name == node.name)
     };
-    let pool_node = found.ok_or_else(|| unknown_node(node))?;
-    if let (Some(droplet), Some(pool_droplet)) = (droplet, pool_node.droplet_id.as_deref()) {
+    let Some(pool_node) = found else {
+        return Ok(None);
+    };
+    let pool_droplet = pool_node.provider_id.as_deref().and_then(droplet_id_of);
+    if let (Some(droplet), Some(pool_droplet)) = (droplet, pool_droplet) {
         if droplet != pool_droplet {
             return Err(refused(format!(
                 "node {:?}: its label {NODE_ID_LABEL} names pool node {} (droplet {pool_droplet}) \
@@ -662,32 +666,5 @@ fn find_pool_node<'a>(
             )));
         }
     }
-    Ok(pool_node)
-}
-
-/// A copy of `error` (ProviderError is not Clone), for reporting one failure per node.
-fn replicate(error: &ProviderError) -> ProviderError {
-    match error {
-        ProviderError::Refused { provider, reason } => ProviderError::Refused {
-            provider,
-            reason: reason.clone(),
-        },
-        ProviderError::Api {
-            provider,
-            op,
-            message,
-        } => ProviderError::Api {
-            provider,
-            op: op.clone(),
-            message: message.clone(),
-        },
-        ProviderError::UnknownNode { provider, node } => ProviderError::UnknownNode {
-            provider,
-            node: node.clone(),
-        },
-        ProviderError::Config { provider, message } => ProviderError::Config {
-            provider,
-            message: message.clone(),
-        },
-    }
+    Ok(Some(pool_node.clone()))
 }

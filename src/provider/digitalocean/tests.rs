@@ -548,7 +548,9 @@ async fn unknown_pool_name_error_lists_existing_pools() {
         fast_options(),
     )
     .expect("valid driver");
-    let error = driver.nodes().await.expect_err("not found");
+    let error = NodePoolProvider::pool(&driver)
+        .await
+        .expect_err("not found");
     assert!(matches!(error, ProviderError::Config { .. }), "{error:?}");
     let text = error.to_string();
     for name in ["\"gpu\"", "\"system\"", "\"game-servers\""] {
@@ -606,16 +608,15 @@ async fn nodes_are_the_pool_nodes_with_their_state() {
     let mut fake = Fake::new();
     fake.pools[1].nodes[2].state = "provisioning".to_owned();
     let (url, _) = start(fake);
-    let nodes = driver(&url).nodes().await.expect("nodes");
+    let nodes = NodePoolProvider::pool(&driver(&url))
+        .await
+        .expect("nodes")
+        .nodes;
     assert_eq!(nodes.len(), 3);
-    assert_eq!(
-        nodes[2],
-        ProviderNode {
-            id: node(3, "").id,
-            name: "game-servers-x3".to_owned(),
-            state: "provisioning".to_owned(),
-        }
-    );
+    assert_eq!(nodes[2].id, node(3, "").id);
+    assert_eq!(nodes[2].name, "game-servers-x3");
+    assert_eq!(nodes[2].status, InstanceStatus::Creating);
+    assert_eq!(nodes[2].state, "provisioning");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -122,6 +122,9 @@ pub(super) struct PoolNode {
     /// A string in the contract; a number is accepted too, as older answers used one.
     #[serde(default, deserialize_with = "string_or_number")]
     pub droplet_id: Option<String>,
+    /// ISO 8601 creation time.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 impl PoolNode {

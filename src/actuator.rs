@@ -1,0 +1,313 @@
+//! The whole deletion sequence, in one place: how a node the planner chose is deleted without
+//! ever taking a game server with it.
+//!
+//! For each node, in this order, with nothing slow between the last check and the DELETE:
+//! 1. **resolve** the node to its cloud instance in the pool just read (no request); an
+//!    instance the cloud already reports as draining or deleting is not deleted again;
+//! 2. **fence** it: kubescaler's own NoSchedule taint ([`FENCE_TAINT`]) and the request time,
+//!    written only if the live node is still cordoned by kubescaler (the ownership rule of
+//!    [`crate::kubernetes::marks`]), so nothing new lands there, whatever a person does;
+//! 3. **re-check live**: the server pods bound to it, then the node itself, both read from the
+//!    API server; a server pod, or a node that is no longer kubescaler's (a person uncordoned
+//!    or re-cordoned it), cancels the deletion (Event, metric) and lifts the fence;
+//! 4. **DELETE** the instance at once (one request: the pool read of step 1 already resolved
+//!    it), then record the accepted deletion on the node ([`DELETION_ACCEPTED_ANNOTATION`]),
+//!    so that a restarted or newly elected replica does not delete it twice.
+//!
+//! Each node's failure is its own: the other nodes of the pass go ahead, and a node whose
+//! deletion keeps failing is held back with a growing delay ([`Actuator::held_back`], which
+//! the planner skips) and reported by a `DeleteFailed` Event, instead of being retried first on
+//! every pass.
+//!
+//! [`FENCE_TAINT`]: crate::model::FENCE_TAINT
+//! [`DELETION_ACCEPTED_ANNOTATION`]: crate::model::DELETION_ACCEPTED_ANNOTATION
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::kubernetes::{ActionEvent, EventReason, Kubernetes, MarkOp, MarkOutcome};
+use crate::model::{CloudNode, CloudPool, InstanceStatus, FENCE_TAINT};
+use crate::provider::{NodePoolProvider, NodeRef};
+use crate::telemetry::Telemetry;
+
+/// Delay after a node's first failed deletion; doubled per further failure.
+const RETRY_START: Duration = Duration::from_secs(30);
+/// Longest delay between two attempts at one node.
+const RETRY_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// How one deletion ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cloud accepted the DELETE.
+    Deleted,
+    /// The cloud already reports the instance as going: nothing sent.
+    AlreadyGoing,
+    /// Called off before the DELETE, and why (the fence, if placed, is lifted).
+    Cancelled(String),
+    /// Something failed; the node is held back for a while.
+    Failed(String),
+    /// Held back after earlier failures: not attempted this pass.
+    HeldBack,
+}
+
+/// A node whose deletion keeps failing.
+#[derive(Clone, Debug)]
+struct Failures {
+    count: u32,
+    retry_at: Timestamp,
+}
+
+/// Carries out deletions; remembers failures between passes.
+pub struct Actuator {
+    k8s: Arc<dyn Kubernetes>,
+    provider: Arc<dyn NodePoolProvider>,
+    telemetry: Arc<Telemetry>,
+    failures: HashMap<String, Failures>,
+}
+
+impl Actuator {
+    /// An actuator over these two sides, reporting into `telemetry`.
+    pub fn new(
+        k8s: Arc<dyn Kubernetes>,
+        provider: Arc<dyn NodePoolProvider>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Actuator {
+            k8s,
+            provider,
+            telemetry,
+            failures: HashMap::new(),
+        }
+    }
+
+    /// Reports into `telemetry` from now on.
+    pub fn set_telemetry(&mut self, telemetry: Arc<Telemetry>) {
+        self.telemetry = telemetry;
+    }
+
+    /// Nodes (and instance ids) whose deletion is held back at `now` after failures.
+    pub fn held_back(&self, now: Timestamp) -> BTreeSet<String> {
+        self.failures
+            .iter()
+            .filter(|(_, f)| f.retry_at > now)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Deletes `node` through the sequence of the module documentation, `pool` being the
+    /// cloud pool as just read.
+    pub async fn delete_node(
+        &mut self,
+        node: &NodeRef,
+        pool: &CloudPool,
+        reason: &str,
+        now: Timestamp,
+    ) -> Outcome {
+        let span = info_span!("delete_node", node = %node.name);
+        let outcome = if self.is_held_back(&node.name, now) {
+            Outcome::HeldBack
+        } else {
+            self.sequence(node, pool, now)
+                .instrument(span.clone())
+                .await
+        };
+        let _in = span.enter();
+        match &outcome {
+            Outcome::Deleted => {
+                self.failures.remove(&node.name);
+                self.telemetry
+                    .action_done(crate::planner::ActionKind::Delete);
+                self.publish(
+                    EventReason::DeleteNode,
+                    &node.name,
+                    format!("delete node {}: {reason}", node.name),
+                )
+                .await;
+            }
+            Outcome::AlreadyGoing => {
+                self.failures.remove(&node.name);
+            }
+            Outcome::Cancelled(why) => {
+                warn!(why = %why, "deletion cancelled");
+                self.telemetry.deletion_cancelled();
+                self.publish(
+                    EventReason::DeleteCancelled,
+                    &node.name,
+                    format!("deletion cancelled: {why}"),
+                )
+                .await;
+            }
+            Outcome::Failed(why) => {
+                let (count, retry_at) = self.record_failure(&node.name, now);
+                warn!(why = %why, attempt = count, retry_at = %retry_at, "deletion failed; holding the node back");
+                self.telemetry.deletion_failed();
+                self.publish(
+                    EventReason::DeleteFailed,
+                    &node.name,
+                    format!(
+                        "deletion failed (attempt {count}, next no sooner than {retry_at}): {why}"
+                    ),
+                )
+                .await;
+            }
+            Outcome::HeldBack => {}
+        }
+        outcome
+    }
+
+    /// Deletes a pool instance that never registered as a node.
+    pub async fn delete_unregistered(&mut self, instance: &CloudNode, now: Timestamp) -> Outcome {
+        let key = format!("instance/{}", instance.id);
+        if self.is_held_back(&key, now) {
+            return Outcome::HeldBack;
+        }
+        match self.provider.delete_instance(instance).await {
+            Ok(()) => {
+                self.failures.remove(&key);
+                info!(instance = %instance.id, "deleted an instance that never registered");
+                self.telemetry
+                    .action_done(crate::planner::ActionKind::DeleteInstance);
+                Outcome::Deleted
+            }
+            Err(e) => {
+                let (count, _) = self.record_failure(&key, now);
+                warn!(instance = %instance.id, error = %e, attempt = count, "cannot delete an instance that never registered");
+                self.telemetry.deletion_failed();
+                Outcome::Failed(e.to_string())
+            }
+        }
+    }
+
+    fn is_held_back(&self, key: &str, now: Timestamp) -> bool {
+        self.failures.get(key).is_some_and(|f| f.retry_at > now)
+    }
+
+    fn record_failure(&mut self, key: &str, now: Timestamp) -> (u32, Timestamp) {
+        let entry = self.failures.entry(key.to_string()).or_insert(Failures {
+            count: 0,
+            retry_at: now,
+        });
+        entry.count = entry.count.saturating_add(1);
+        let delay = RETRY_START
+            .saturating_mul(2u32.saturating_pow(entry.count.saturating_sub(1).min(16)))
+            .min(RETRY_MAX);
+        let delay = SignedDuration::try_from(delay).unwrap_or(SignedDuration::from_secs(900));
+        entry.retry_at = now.checked_add(delay).unwrap_or(now);
+        (entry.count, entry.retry_at)
+    }
+
+    async fn sequence(&self, node: &NodeRef, pool: &CloudPool, now: Timestamp) -> Outcome {
+        // 1. Resolve, from the pool read this pass: no request.
+        let instance = match self.provider.find(node, pool) {
+            Ok(Some(instance)) => instance,
+            Ok(None) => return Outcome::Failed("the node is not in the cloud pool".into()),
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if instance.status == InstanceStatus::Deleting {
+            info!(instance = %instance.id, state = %instance.state, "the cloud is removing the node already");
+            self.accept(&node.name, now).await;
+            return Outcome::AlreadyGoing;
+        }
+
+        // 2. Fence, if it is still kubescaler's.
+        match self.k8s.mark(&node.name, MarkOp::Fence(now)).await {
+            Ok(MarkOutcome::Applied(_)) => {}
+            Ok(MarkOutcome::Refused(_, why)) => return Outcome::Cancelled(why),
+            Ok(MarkOutcome::Gone) => {
+                return Outcome::Cancelled("the node is gone from the cluster".into())
+            }
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+
+        // 3. Re-check live: its server pods, then the node.
+        match self.k8s.live_server_pods(&node.name).await {
+            Ok(servers) if servers.is_empty() => {}
+            Ok(servers) => {
+                return self
+                    .cancel(
+                        &node.name,
+                        format!("live re-check found server pods {}", servers.join(", ")),
+                    )
+                    .await
+            }
+            Err(e) => {
+                self.release(&node.name).await;
+                return Outcome::Failed(e.to_string());
+            }
+        }
+        match self.k8s.live_node(&node.name).await {
+            Ok(Some(live))
+                if live.cordoned_by_kubescaler
+                    && live.taints.iter().any(|t| t.key == FENCE_TAINT) => {}
+            Ok(Some(live)) => {
+                let why = if live.unschedulable {
+                    "the node's cordon is no longer kubescaler's (a person cordoned it)"
+                } else {
+                    "the node was uncordoned"
+                };
+                return self.cancel(&node.name, why.to_string()).await;
+            }
+            Ok(None) => return Outcome::Cancelled("the node is gone from the cluster".into()),
+            Err(e) => {
+                self.release(&node.name).await;
+                return Outcome::Failed(e.to_string());
+            }
+        }
+
+        // 4. DELETE at once.
+        match self.provider.delete_instance(&instance).await {
+            Ok(()) => {
+                self.accept(&node.name, now).await;
+                Outcome::Deleted
+            }
+            Err(e) => {
+                self.release(&node.name).await;
+                Outcome::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// Lifts the fence and reports the cancellation.
+    async fn cancel(&self, node: &str, why: String) -> Outcome {
+        self.release(node).await;
+        Outcome::Cancelled(why)
+    }
+
+    async fn release(&self, node: &str) {
+        if let Err(e) = self.k8s.mark(node, MarkOp::Release).await {
+            warn!(node, error = %e, "cannot lift the deletion fence; the next pass retries");
+        }
+    }
+
+    /// Records in the cluster that the deletion was accepted; the node may be gone already.
+    async fn accept(&self, node: &str, now: Timestamp) {
+        if let Err(e) = self.k8s.mark(node, MarkOp::AcceptDeletion(now)).await {
+            warn!(node, error = %e, "cannot record the accepted deletion on the node");
+        }
+    }
+
+    async fn publish(&self, reason: EventReason, node: &str, message: String) {
+        publish(&*self.k8s, reason, Some(node), message).await;
+    }
+}
+
+/// Records an Event; a failure is logged and never fails the pass.
+pub async fn publish(
+    k8s: &dyn Kubernetes,
+    reason: EventReason,
+    node: Option<&str>,
+    message: String,
+) {
+    let event = ActionEvent {
+        reason,
+        node: node.map(str::to_string),
+        message,
+    };
+    if let Err(e) = k8s.publish_event(&event).await {
+        warn!(error = %e, reason = reason.as_str(), "cannot record event");
+    }
+}
