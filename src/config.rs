@@ -221,6 +221,140 @@ pub const KEYS: &[&str] = &[
     "leader-election-identity",
 ];
 
+/// The values a numeric key accepts: `min..=max`, counted in `unit`.
+///
+/// Every numeric key has one, in [`RANGES`]: the loader refuses a value outside it (a
+/// [`ConfigError::Invalid`] whose reason starts with `out of range` and whose `allowed` is
+/// the range), so no setting can wrap when converted (`u64` seconds to `i64`) or overflow when
+/// added to a clock. The README lists the same table (a test keeps them in step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// Smallest allowed value.
+    pub min: u64,
+    /// Largest allowed value.
+    pub max: u64,
+    /// What the value counts (`seconds`, `nodes`...), as messages say it.
+    pub unit: &'static str,
+}
+
+impl Range {
+    const fn new(min: u64, max: u64, unit: &'static str) -> Self {
+        Range { min, max, unit }
+    }
+
+    /// Whether `n` is allowed.
+    pub fn contains(self, n: u64) -> bool {
+        (self.min..=self.max).contains(&n)
+    }
+
+    /// `parsed` if it is a number in the range, else why not (a number too large even to
+    /// parse is out of range like any other above `max`).
+    fn check(self, parsed: Result<u64, NumberError>) -> Result<u64, String> {
+        match parsed {
+            Ok(n) if self.contains(n) => Ok(n),
+            Ok(n) if n < self.min => Err(format!("out of range: must be at least {}", self.min)),
+            Ok(_) | Err(NumberError::TooLarge) => {
+                Err(format!("out of range: must be at most {}", self.max))
+            }
+            Err(NumberError::Negative) => Err("out of range: must not be negative".into()),
+            Err(NumberError::Invalid(reason)) => Err(reason),
+        }
+    }
+
+    /// Like [`Range::check`], for a key stored as `u32` (every such range fits in one).
+    fn check_u32(self, parsed: Result<u64, NumberError>) -> Result<u32, String> {
+        let n = self.check(parsed)?;
+        u32::try_from(n).map_err(|_| format!("out of range: must be at most {}", self.max))
+    }
+}
+
+impl fmt::Display for Range {
+    /// `0..=315360000 seconds`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={} {}", self.min, self.max, self.unit)
+    }
+}
+
+/// Ten years in seconds: the longest duration a production pool could want before an action
+/// (in practice "never"), and still far from `i64::MAX` seconds, where a timestamp comparison
+/// would wrap.
+const TEN_YEARS_SEC: u64 = 10 * 365 * 24 * 3600;
+
+/// Largest pool: twice the 5,000 nodes upstream Kubernetes supports in one cluster, so every
+/// real pool fits, while a slip of a few digits (or `u32::MAX` as "unlimited") is refused.
+const MAX_POOL_NODES: u64 = 10_000;
+
+/// 1,000 cores in millicores: above the largest machine any cloud sells (under 1,000 vCPUs).
+const MAX_CPU_MILLIS: u64 = 1_000_000;
+
+/// 64 TiB: above the largest machine any cloud sells (32 TiB of memory).
+const MAX_MEMORY_BYTES: u64 = 64 << 40;
+
+/// `minimum-node-pool-size`: 0 lets the pool empty when idle; at most [`MAX_POOL_NODES`].
+pub const MINIMUM_NODE_POOL_SIZE_RANGE: Range = Range::new(0, MAX_POOL_NODES, "nodes");
+/// `maximum-node-pool-size`: at least 1, as a pool that may hold no node runs no server; at
+/// most [`MAX_POOL_NODES`].
+pub const MAXIMUM_NODE_POOL_SIZE_RANGE: Range = Range::new(1, MAX_POOL_NODES, "nodes");
+/// `buffer-slot-size`: 0 (no spare capacity) to a million free slots, more than a full
+/// [`MAX_POOL_NODES`] pool of 100-slot nodes holds: a larger buffer could never be met.
+pub const BUFFER_SLOT_SIZE_RANGE: Range = Range::new(0, 1_000_000, "slots");
+/// `scale-loop-tick-sec`: at least 1 s (0 would spin); at most an hour, as the periodic pass is
+/// what retries failures and expires empty nodes when no event comes, and a longer tick would
+/// leave the buffer unrestored for hours.
+pub const SCALE_LOOP_TICK_SEC_RANGE: Range = Range::new(1, 3600, "seconds");
+/// `server-cpu-resource-request`: at least 1 millicore (a slot that needs nothing would make
+/// every node infinitely large); at most [`MAX_CPU_MILLIS`], one server per the largest node.
+pub const SERVER_CPU_RESOURCE_REQUEST_RANGE: Range = Range::new(1, MAX_CPU_MILLIS, "millicores");
+/// `server-memory-resource-request`: 1 byte to [`MAX_MEMORY_BYTES`], like the CPU request.
+pub const SERVER_MEMORY_RESOURCE_REQUEST_RANGE: Range = Range::new(1, MAX_MEMORY_BYTES, "bytes");
+/// `empty-node-expiration-sec`: 0 deletes an empty cordoned node at once; up to ten years
+/// ([`TEN_YEARS_SEC`]) for "keep it".
+pub const EMPTY_NODE_EXPIRATION_SEC_RANGE: Range = Range::new(0, TEN_YEARS_SEC, "seconds");
+/// `node-boot-timeout-sec`: 0 never counts a not-Ready node as booting; up to ten years
+/// ([`TEN_YEARS_SEC`]) for "always".
+pub const NODE_BOOT_TIMEOUT_SEC_RANGE: Range = Range::new(0, TEN_YEARS_SEC, "seconds");
+/// `node-template-cpu`: a node has some CPU, and no more than [`MAX_CPU_MILLIS`].
+pub const NODE_TEMPLATE_CPU_RANGE: Range = Range::new(1, MAX_CPU_MILLIS, "millicores");
+/// `node-template-memory`: a node has some memory, and no more than [`MAX_MEMORY_BYTES`].
+pub const NODE_TEMPLATE_MEMORY_RANGE: Range = Range::new(1, MAX_MEMORY_BYTES, "bytes");
+/// `node-template-pods`: at least 1; at most 1,000, above what any distribution lets a node
+/// run (the kubelet's default is 110; EKS's largest instances allow 737).
+pub const NODE_TEMPLATE_PODS_RANGE: Range = Range::new(1, 1000, "pods");
+/// `leader-election-lease-duration-sec`: at least 5 s, as renewals need a few seconds of slack;
+/// at most an hour, the longest a crashed leader may keep the standby from scaling.
+pub const LEADER_ELECTION_LEASE_DURATION_SEC_RANGE: Range = Range::new(5, 3600, "seconds");
+
+/// Every numeric key with its allowed range, in [`KEYS`] order: the one declaration the loader
+/// checks, error messages print and the README repeats.
+pub const RANGES: &[(&str, Range)] = &[
+    ("minimum-node-pool-size", MINIMUM_NODE_POOL_SIZE_RANGE),
+    ("maximum-node-pool-size", MAXIMUM_NODE_POOL_SIZE_RANGE),
+    ("buffer-slot-size", BUFFER_SLOT_SIZE_RANGE),
+    ("scale-loop-tick-sec", SCALE_LOOP_TICK_SEC_RANGE),
+    (
+        "server-cpu-resource-request",
+        SERVER_CPU_RESOURCE_REQUEST_RANGE,
+    ),
+    (
+        "server-memory-resource-request",
+        SERVER_MEMORY_RESOURCE_REQUEST_RANGE,
+    ),
+    ("empty-node-expiration-sec", EMPTY_NODE_EXPIRATION_SEC_RANGE),
+    ("node-boot-timeout-sec", NODE_BOOT_TIMEOUT_SEC_RANGE),
+    ("node-template-cpu", NODE_TEMPLATE_CPU_RANGE),
+    ("node-template-memory", NODE_TEMPLATE_MEMORY_RANGE),
+    ("node-template-pods", NODE_TEMPLATE_PODS_RANGE),
+    (
+        "leader-election-lease-duration-sec",
+        LEADER_ELECTION_LEASE_DURATION_SEC_RANGE,
+    ),
+];
+
+/// The allowed range of a numeric key; `None` for a key that is not a number.
+pub fn range_of(key: &str) -> Option<Range> {
+    RANGES.iter().find(|(k, _)| *k == key).map(|(_, r)| *r)
+}
+
 /// The env var of a key: `buffer-slot-size` → `BUFFER_SLOT_SIZE`.
 pub fn env_var_name(key: &str) -> String {
     key.replace('-', "_").to_ascii_uppercase()
@@ -927,8 +1061,18 @@ fn suggest_key(key: &str) -> Option<&'static str> {
         .map(|(k, _)| k)
 }
 
-/// What each key accepts, for error messages.
+/// What each key accepts, for error messages: a numeric key's [`Range`] first, then details.
 fn allowed_for(key: &str) -> String {
+    let detail = allowed_detail(key);
+    match range_of(key) {
+        Some(range) if detail.is_empty() => range.to_string(),
+        Some(range) => format!("{range}, {detail}"),
+        None => detail,
+    }
+}
+
+/// What a key accepts besides its range (all of it for a key that is not a number).
+fn allowed_detail(key: &str) -> String {
     match key {
         "cloud-provider" => {
             let names = provider::names();
@@ -941,11 +1085,9 @@ fn allowed_for(key: &str) -> String {
         "cloud-provider-token" => "the provider's API token: printable ASCII, no spaces".into(),
         "cloud-provider-token-file" => "the path of a readable file holding the token".into(),
         "cluster-name" | "node-pool-name" => "a non-empty name".into(),
-        "node-selector" => {
-            "a non-empty Kubernetes label selector, e.g. role=game-servers or \
+        "node-selector" => "a non-empty Kubernetes label selector, e.g. role=game-servers or \
              role=game-servers,tier in (a,b)"
-                .into()
-        }
+            .into(),
         "cluster-kube-config-master-url" => "an http:// or https:// URL, or empty".into(),
         "digitalocean-api-url" => {
             "an https:// URL with a host and no credentials, query or fragment; http:// only \
@@ -953,8 +1095,8 @@ fn allowed_for(key: &str) -> String {
                 .into()
         }
         "cluster-kube-config-path" => "a file path, or empty for in-cluster config".into(),
-        "minimum-node-pool-size" => "an integer from 0 to maximum-node-pool-size".into(),
-        "maximum-node-pool-size" => "an integer >= 1 and >= minimum-node-pool-size".into(),
+        "minimum-node-pool-size" => "and at most maximum-node-pool-size".into(),
+        "maximum-node-pool-size" => "and at least minimum-node-pool-size".into(),
         "server-pod-label-name" => {
             "a label key: [prefix/]name, name <= 63 of [A-Za-z0-9-_.] starting and ending \
              alphanumeric, prefix a lowercase DNS subdomain"
@@ -964,18 +1106,13 @@ fn allowed_for(key: &str) -> String {
             "a non-empty label value: <= 63 of [A-Za-z0-9-_.] starting and ending alphanumeric"
                 .into()
         }
-        "buffer-slot-size" => format!("an integer from 0 to {}", u32::MAX),
-        "scale-loop-tick-sec" => "an integer number of seconds >= 1".into(),
-        "empty-node-expiration-sec" | "node-boot-timeout-sec" => {
-            "an integer number of seconds >= 0".into()
-        }
         "server-cpu-resource-request" | "node-template-cpu" => {
-            "> 0: integer millicores (1000) or a Kubernetes CPU quantity (\"1\", \"500m\", \"1.5\"); \
+            "as integer millicores (1000) or a Kubernetes CPU quantity (\"1\", \"500m\", \"1.5\"); \
              in env vars and flags a bare integer is millicores"
                 .into()
         }
         "server-memory-resource-request" | "node-template-memory" => {
-            "> 0: bytes or a Kubernetes quantity (512Mi, 1Gi, 2G, 1e9)".into()
+            "that is up to 64Ti, as bytes or a Kubernetes quantity (512Mi, 1Gi, 2G, 1e9)".into()
         }
         "server-pod-tolerations" => {
             "a list (comma-separated in env/flags) of *, key, key:Effect, key=value, \
@@ -991,14 +1128,16 @@ fn allowed_for(key: &str) -> String {
              info,kubescaler=debug"
                 .into()
         }
-        "node-template-pods" => format!("an integer from 1 to {}", u32::MAX),
-        "http-listen-address" => "an IP address and port, e.g. 0.0.0.0:8080 or 127.0.0.1:9090".into(),
+        "http-listen-address" => {
+            "an IP address and port, e.g. 0.0.0.0:8080 or 127.0.0.1:9090".into()
+        }
         "leader-election" => "true or false".into(),
         "leader-election-namespace" | "leader-election-lease-name" => {
             "a Kubernetes object name: lower-case letters, digits, '-' and '.', at most 253".into()
         }
-        "leader-election-lease-duration-sec" => "an integer from 5 to 3600".into(),
         "leader-election-identity" => "a non-empty string (default: $HOSTNAME)".into(),
+        // A numeric key whose range says it all.
+        _ if range_of(key).is_some() => String::new(),
         _ => "see config.yaml.example".into(),
     }
 }
@@ -1041,36 +1180,51 @@ fn to_text(kind: &ValueKind) -> Result<String, String> {
     })
 }
 
-fn to_u64(kind: &ValueKind) -> Result<u64, String> {
-    let negative = || "must not be negative".to_string();
-    let too_large = || format!("too large (at most {})", u64::MAX);
-    match kind {
-        ValueKind::U64(n) => Ok(*n),
-        ValueKind::I64(n) => u64::try_from(*n).map_err(|_| negative()),
-        ValueKind::U128(n) => u64::try_from(*n).map_err(|_| too_large()),
-        ValueKind::I128(n) if *n < 0 => Err(negative()),
-        ValueKind::I128(n) => u64::try_from(*n).map_err(|_| too_large()),
-        ValueKind::String(s) => {
-            let s = s.trim();
-            if s.starts_with('-') && s.len() > 1 && s[1..].bytes().all(|b| b.is_ascii_digit()) {
-                Err(negative())
-            } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                s.parse::<u64>().map_err(|_| too_large())
-            } else {
-                Err("not an integer".into())
-            }
+/// Why a value is not a non-negative 64-bit integer; [`Range::check`] words it.
+#[derive(Debug)]
+enum NumberError {
+    /// Below zero: out of every range.
+    Negative,
+    /// Above `u64::MAX`: out of every range.
+    TooLarge,
+    /// Not a number at all.
+    Invalid(String),
+}
+
+impl From<quantity::QuantityError> for NumberError {
+    fn from(e: quantity::QuantityError) -> Self {
+        match e {
+            quantity::QuantityError::Negative => NumberError::Negative,
+            quantity::QuantityError::TooLarge => NumberError::TooLarge,
+            other => NumberError::Invalid(other.to_string()),
         }
-        ValueKind::Float(_) => Err("not an integer (no decimal point allowed)".into()),
-        ValueKind::Boolean(_) => Err("not an integer, got a boolean".into()),
-        ValueKind::Nil => Err("not an integer, got null".into()),
-        ValueKind::Array(_) => Err("expected a single integer, got a list".into()),
-        ValueKind::Table(_) => Err("expected a single integer, got a mapping".into()),
     }
 }
 
-fn to_u32(kind: &ValueKind) -> Result<u32, String> {
-    let n = to_u64(kind)?;
-    u32::try_from(n).map_err(|_| format!("too large (at most {})", u32::MAX))
+fn to_u64(kind: &ValueKind) -> Result<u64, NumberError> {
+    let invalid = |reason: &str| Err(NumberError::Invalid(reason.into()));
+    match kind {
+        ValueKind::U64(n) => Ok(*n),
+        ValueKind::I64(n) => u64::try_from(*n).map_err(|_| NumberError::Negative),
+        ValueKind::U128(n) => u64::try_from(*n).map_err(|_| NumberError::TooLarge),
+        ValueKind::I128(n) if *n < 0 => Err(NumberError::Negative),
+        ValueKind::I128(n) => u64::try_from(*n).map_err(|_| NumberError::TooLarge),
+        ValueKind::String(s) => {
+            let s = s.trim();
+            if s.starts_with('-') && s.len() > 1 && s[1..].bytes().all(|b| b.is_ascii_digit()) {
+                Err(NumberError::Negative)
+            } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse::<u64>().map_err(|_| NumberError::TooLarge)
+            } else {
+                invalid("not an integer")
+            }
+        }
+        ValueKind::Float(_) => invalid("not an integer (no decimal point allowed)"),
+        ValueKind::Boolean(_) => invalid("not an integer, got a boolean"),
+        ValueKind::Nil => invalid("not an integer, got null"),
+        ValueKind::Array(_) => invalid("expected a single integer, got a list"),
+        ValueKind::Table(_) => invalid("expected a single integer, got a mapping"),
+    }
 }
 
 fn to_bool(kind: &ValueKind) -> Result<bool, String> {
@@ -1088,7 +1242,7 @@ fn to_bool(kind: &ValueKind) -> Result<bool, String> {
 /// CPU in millicores. A YAML integer is millicores (the Go program's unit). A string is a
 /// Kubernetes quantity ("1" = one core), except that in env vars and flags, where every value
 /// is a string, a bare integer stays millicores as it was for the Go program.
-fn to_cpu_millis(kind: &ValueKind, source: &ValueSource) -> Result<u64, String> {
+fn to_cpu_millis(kind: &ValueKind, source: &ValueSource) -> Result<u64, NumberError> {
     match kind {
         ValueKind::String(s) => {
             let s = s.trim();
@@ -1096,33 +1250,29 @@ fn to_cpu_millis(kind: &ValueKind, source: &ValueSource) -> Result<u64, String> 
             if bare_integer && matches!(source, ValueSource::Env(_) | ValueSource::Flag(_)) {
                 to_u64(kind)
             } else {
-                quantity::parse_cpu_millis(s).map_err(|e| e.to_string())
+                Ok(quantity::parse_cpu_millis(s)?)
             }
         }
-        ValueKind::Float(f) => {
-            quantity::parse_cpu_millis(&float_text(*f)?).map_err(|e| e.to_string())
-        }
+        ValueKind::Float(f) => Ok(quantity::parse_cpu_millis(&float_text(*f)?)?),
         other => to_u64(other),
     }
 }
 
 /// Memory in bytes: an integer, or a Kubernetes quantity string.
-fn to_memory_bytes(kind: &ValueKind) -> Result<u64, String> {
+fn to_memory_bytes(kind: &ValueKind) -> Result<u64, NumberError> {
     match kind {
-        ValueKind::String(s) => quantity::parse_memory_bytes(s.trim()).map_err(|e| e.to_string()),
-        ValueKind::Float(f) => {
-            quantity::parse_memory_bytes(&float_text(*f)?).map_err(|e| e.to_string())
-        }
+        ValueKind::String(s) => Ok(quantity::parse_memory_bytes(s.trim())?),
+        ValueKind::Float(f) => Ok(quantity::parse_memory_bytes(&float_text(*f)?)?),
         other => to_u64(other),
     }
 }
 
 /// A YAML float (`1.5`, `1e9`) as quantity text; Rust prints the shortest exact form.
-fn float_text(f: f64) -> Result<String, String> {
+fn float_text(f: f64) -> Result<String, NumberError> {
     if f.is_finite() {
         Ok(f.to_string())
     } else {
-        Err("not a finite number".into())
+        Err(NumberError::Invalid("not a finite number".into()))
     }
 }
 
@@ -1341,15 +1491,11 @@ impl Resolver<'_> {
             .optional_text("cluster-kube-config-path")
             .map(PathBuf::from);
 
-        let minimum = self.parsed("minimum-node-pool-size", |k, _| to_u32(k));
+        let minimum = self.parsed("minimum-node-pool-size", |k, _| {
+            MINIMUM_NODE_POOL_SIZE_RANGE.check_u32(to_u64(k))
+        });
         let maximum = self.parsed("maximum-node-pool-size", |k, _| {
-            let n = to_u32(k)?;
-            if n == 0 {
-                return Err(
-                    "must be at least 1: a pool that may hold no node runs no server".into(),
-                );
-            }
-            Ok(n)
+            MAXIMUM_NODE_POOL_SIZE_RANGE.check_u32(to_u64(k))
         });
         if let (Some(min), Some(max)) = (minimum, maximum) {
             if min > max {
@@ -1373,19 +1519,17 @@ impl Resolver<'_> {
             Ok(s.to_string())
         });
 
-        let buffer = self.parsed("buffer-slot-size", |k, _| to_u32(k));
+        let buffer = self.parsed("buffer-slot-size", |k, _| {
+            BUFFER_SLOT_SIZE_RANGE.check_u32(to_u64(k))
+        });
         let tick = self.parsed("scale-loop-tick-sec", |k, _| {
-            let n = to_u64(k)?;
-            if n == 0 {
-                return Err("must be at least 1 second".into());
-            }
-            Ok(n)
+            SCALE_LOOP_TICK_SEC_RANGE.check(to_u64(k))
         });
         let cpu = self.parsed("server-cpu-resource-request", |k, s| {
-            positive(to_cpu_millis(k, s)?)
+            SERVER_CPU_RESOURCE_REQUEST_RANGE.check(to_cpu_millis(k, s))
         });
         let memory = self.parsed("server-memory-resource-request", |k, _| {
-            positive(to_memory_bytes(k)?)
+            SERVER_MEMORY_RESOURCE_REQUEST_RANGE.check(to_memory_bytes(k))
         });
         let tolerations = self
             .parsed("server-pod-tolerations", |k, _| {
@@ -1400,8 +1544,12 @@ impl Resolver<'_> {
             })
             // Unset (no error recorded): no tolerations.
             .or_else(|| self.get("server-pod-tolerations").is_none().then(Vec::new));
-        let expiration = self.parsed("empty-node-expiration-sec", |k, _| to_u64(k));
-        let boot_timeout = self.parsed("node-boot-timeout-sec", |k, _| to_u64(k));
+        let expiration = self.parsed("empty-node-expiration-sec", |k, _| {
+            EMPTY_NODE_EXPIRATION_SEC_RANGE.check(to_u64(k))
+        });
+        let boot_timeout = self.parsed("node-boot-timeout-sec", |k, _| {
+            NODE_BOOT_TIMEOUT_SEC_RANGE.check(to_u64(k))
+        });
         let dry_run = self.parsed("dry-run", |k, _| to_bool(k));
         let log_format = self.parsed("log-format", |k, _| to_text(k)?.parse::<LogFormat>());
         let log_level = self.parsed("log-level", |k, _| {
@@ -1425,11 +1573,7 @@ impl Resolver<'_> {
             self.check_object_name("leader-election-lease-name", name);
         }
         let lease_duration = self.parsed("leader-election-lease-duration-sec", |k, _| {
-            let n = to_u64(k)?;
-            if !(5..=3600).contains(&n) {
-                return Err("out of range: renewals need a few seconds of slack".into());
-            }
-            Ok(n)
+            LEADER_ELECTION_LEASE_DURATION_SEC_RANGE.check(to_u64(k))
         });
         let identity = self.optional_text("leader-election-identity");
 
@@ -1589,14 +1733,14 @@ impl Resolver<'_> {
             .into_iter()
             .filter(|k| self.get(k).is_some())
             .collect();
-        let cpu = self.parsed("node-template-cpu", |k, s| positive(to_cpu_millis(k, s)?));
-        let memory = self.parsed("node-template-memory", |k, _| positive(to_memory_bytes(k)?));
+        let cpu = self.parsed("node-template-cpu", |k, s| {
+            NODE_TEMPLATE_CPU_RANGE.check(to_cpu_millis(k, s))
+        });
+        let memory = self.parsed("node-template-memory", |k, _| {
+            NODE_TEMPLATE_MEMORY_RANGE.check(to_memory_bytes(k))
+        });
         let pods = self.parsed("node-template-pods", |k, _| {
-            let n = to_u32(k)?;
-            if n == 0 {
-                return Err("must be at least 1".into());
-            }
-            Ok(n)
+            NODE_TEMPLATE_PODS_RANGE.check_u32(to_u64(k))
         });
         if present.is_empty() {
             return Some(None);
@@ -1657,14 +1801,6 @@ fn check_api_url(text: &str) -> Result<String, String> {
         return Err("the URL must not have a query or fragment".into());
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
-}
-
-fn positive(n: u64) -> Result<u64, String> {
-    if n == 0 {
-        Err("must be greater than 0".into())
-    } else {
-        Ok(n)
-    }
 }
 
 impl Config {
@@ -1846,4 +1982,31 @@ fn render_yaml(config: &Config, origins: Option<&BTreeMap<&'static str, ValueSou
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_ranges_are_well_formed_and_hold_the_defaults() {
+        let defaults = default_layer().values;
+        for (key, range) in RANGES {
+            assert!(KEYS.contains(key), "{key}");
+            assert!(range.min <= range.max, "{key}");
+            if let Some(value) = defaults.get(*key) {
+                let n = to_u64(&value.kind).expect("numeric default");
+                assert!(range.contains(n), "default {n} of {key} is outside {range}");
+            }
+        }
+        for key in [
+            "minimum-node-pool-size",
+            "maximum-node-pool-size",
+            "buffer-slot-size",
+            "node-template-pods",
+        ] {
+            let range = range_of(key).expect("range");
+            assert!(u32::try_from(range.max).is_ok(), "{key} is stored as u32");
+        }
+    }
 }

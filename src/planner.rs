@@ -283,7 +283,8 @@ fn classify(node: &NodeState, now: Timestamp, cfg: &PlannerConfig) -> Class {
         return Class::Active;
     }
     let young = node.created.is_some_and(|created| {
-        now.duration_since(created).as_secs() < cfg.node_boot_timeout_sec as i64
+        now.duration_since(created).as_secs()
+            < i64::try_from(cfg.node_boot_timeout_sec).unwrap_or(i64::MAX)
     });
     if young {
         Class::Booting
@@ -602,7 +603,8 @@ pub fn plan(
             },
         };
         let age = now.duration_since(stamp).as_secs();
-        if v.servers == 0 && age >= cfg.empty_node_expiration_sec as i64 {
+        if v.servers == 0 && age >= i64::try_from(cfg.empty_node_expiration_sec).unwrap_or(i64::MAX)
+        {
             expired.push((stamp, v));
         }
     }

@@ -332,12 +332,12 @@ impl Scaler {
                 // Not synced is no failure: the Resynced event starts the next pass as soon as
                 // the caches are complete.
                 failures = 0;
-                next = Instant::now() + tick;
+                next = Instant::now().checked_add(tick).unwrap_or_else(far_future);
             } else {
                 failures = failures.saturating_add(1);
                 let delay = backoff(failures, tick);
                 span.in_scope(|| warn!(failures, retry_in = ?delay, "pass failed; retrying"));
-                next = Instant::now() + delay;
+                next = Instant::now().checked_add(delay).unwrap_or_else(far_future);
             }
         }
         info!("scale loop stopped");
@@ -367,6 +367,11 @@ fn backoff(failures: u32, tick: Duration) -> Duration {
         .saturating_mul(factor)
         .min(BACKOFF_MAX)
         .min(tick.saturating_mul(2).max(BACKOFF_START))
+}
+
+/// A deadline past any run (30 years, tokio's own "never") for a wait too long to add to now.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 86_400)
 }
 
 /// Next change event; a lagged receiver still means "something changed". `None`: closed.
