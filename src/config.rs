@@ -97,8 +97,10 @@ pub struct Config {
     pub cluster_name: String,
     /// Cloud-side node pool name.
     pub node_pool_name: String,
-    /// Base URL of the DigitalOcean API (the `digitalocean` provider's endpoint).
-    pub digitalocean_api_url: String,
+    /// The validated settings of the selected provider by key (`digitalocean-api-url`...), each
+    /// set or defaulted. The provider declares them ([`provider::ProviderSpec::settings`]) and
+    /// reads them into its own type (`provider::digitalocean::DigitalOceanSettings`).
+    pub provider_settings: BTreeMap<String, String>,
     /// Kubernetes label selector choosing the pool's nodes (validated syntax).
     pub node_selector: String,
     /// API server URL overriding the kubeconfig's (empty: none).
@@ -185,14 +187,22 @@ pub const TOKEN_KEY: &str = "cloud-provider-token";
 /// The file read when `--config` is not given, if it exists (relative to the working dir).
 pub const DEFAULT_CONFIG_FILE: &str = "config.yaml";
 
-/// Every configuration key, in the order of the docs and of [`Config::to_redacted_yaml`].
-pub const KEYS: &[&str] = &[
+/// Every configuration key, in the order of the docs and of [`Config::to_redacted_yaml`]: the
+/// core keys, with the settings the providers declare ([`provider::ProviderSpec::settings`],
+/// `digitalocean-api-url`...) after `node-pool-name`.
+pub const KEYS: &[&str] = &ALL_KEYS;
+
+/// The core keys before the provider settings.
+const CORE_KEYS_HEAD: &[&str] = &[
     "cloud-provider",
     "cloud-provider-token",
     "cloud-provider-token-file",
     "cluster-name",
     "node-pool-name",
-    "digitalocean-api-url",
+];
+
+/// The core keys after the provider settings.
+const CORE_KEYS_TAIL: &[&str] = &[
     "node-selector",
     "cluster-kube-config-master-url",
     "cluster-kube-config-path",
@@ -220,6 +230,35 @@ pub const KEYS: &[&str] = &[
     "leader-election-lease-duration-sec",
     "leader-election-identity",
 ];
+
+const ALL_KEYS: [&str; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEYS_TAIL.len()] = {
+    let mut keys = [""; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEYS_TAIL.len()];
+    let mut n = 0;
+    let mut i = 0;
+    while i < CORE_KEYS_HEAD.len() {
+        keys[n] = CORE_KEYS_HEAD[i];
+        n += 1;
+        i += 1;
+    }
+    let mut p = 0;
+    while p < provider::REGISTRY.len() {
+        let settings = provider::REGISTRY[p].settings;
+        let mut j = 0;
+        while j < settings.len() {
+            keys[n] = settings[j].key;
+            n += 1;
+            j += 1;
+        }
+        p += 1;
+    }
+    let mut i = 0;
+    while i < CORE_KEYS_TAIL.len() {
+        keys[n] = CORE_KEYS_TAIL[i];
+        n += 1;
+        i += 1;
+    }
+    keys
+};
 
 /// The values a numeric key accepts: `min..=max`, counted in `unit`.
 ///
@@ -764,11 +803,6 @@ fn default_layer() -> Layer {
         "cloud-provider",
         ValueKind::String("digitalocean".into()),
     );
-    l.set(
-        d,
-        "digitalocean-api-url",
-        ValueKind::String(provider::digitalocean::DEFAULT_API_URL.into()),
-    );
     l.set(d, "minimum-node-pool-size", ValueKind::U64(2));
     l.set(d, "maximum-node-pool-size", ValueKind::U64(3));
     l.set(d, "buffer-slot-size", ValueKind::U64(4));
@@ -1063,6 +1097,12 @@ fn suggest_key(key: &str) -> Option<&'static str> {
 
 /// What each key accepts, for error messages: a numeric key's [`Range`] first, then details.
 fn allowed_for(key: &str) -> String {
+    if let Some((spec, setting)) = provider::setting(key) {
+        return format!(
+            "{}; only with cloud-provider {}",
+            setting.allowed, spec.name
+        );
+    }
     let detail = allowed_detail(key);
     match range_of(key) {
         Some(range) if detail.is_empty() => range.to_string(),
@@ -1089,11 +1129,6 @@ fn allowed_detail(key: &str) -> String {
              role=game-servers,tier in (a,b)"
             .into(),
         "cluster-kube-config-master-url" => "an http:// or https:// URL, or empty".into(),
-        "digitalocean-api-url" => {
-            "an https:// URL with a host and no credentials, query or fragment; http:// only \
-             for localhost / a loopback address (a local fake)"
-                .into()
-        }
         "cluster-kube-config-path" => "a file path, or empty for in-cluster config".into(),
         "minimum-node-pool-size" => "and at most maximum-node-pool-size".into(),
         "maximum-node-pool-size" => "and at least minimum-node-pool-size".into(),
@@ -1454,13 +1489,12 @@ impl Resolver<'_> {
                 .as_ref()
                 .map(|(name, spec)| (name.clone(), spec.needs_token)),
         );
-        let (cloud_provider, _) = provider.unzip();
+        let (cloud_provider, spec) = provider.unzip();
         let (cloud_provider_token, cloud_provider_token_file) = token;
 
         let cluster_name = self.required("cluster-name", WHY_CLUSTER, |s| Ok(s.to_string()));
         let node_pool_name = self.required("node-pool-name", WHY_POOL, |s| Ok(s.to_string()));
-        let digitalocean_api_url =
-            self.parsed("digitalocean-api-url", |k, _| check_api_url(&to_text(k)?));
+        let provider_settings = self.provider_settings(provider::REGISTRY, spec);
         let node_selector = self.required("node-selector", WHY_SELECTOR, |s| {
             let selector: LabelSelector =
                 s.parse().map_err(|e: selector::SelectorError| e.message)?;
@@ -1587,7 +1621,7 @@ impl Resolver<'_> {
             cloud_provider_token_file,
             cluster_name: cluster_name?,
             node_pool_name: node_pool_name?,
-            digitalocean_api_url: digitalocean_api_url?,
+            provider_settings: provider_settings?,
             node_selector: node_selector?,
             cluster_kube_config_master_url: master_url,
             cluster_kube_config_path: kube_config_path,
@@ -1613,6 +1647,55 @@ impl Resolver<'_> {
             leader_election_lease_duration_sec: lease_duration?,
             leader_election_identity: identity,
         })
+    }
+
+    /// The settings the providers of `registry` declare: the selected provider's, validated,
+    /// with the default of each one set nowhere; `None` when one is invalid. A setting of
+    /// another registered provider is refused when set, as it would silently do nothing (a
+    /// leftover from a provider switch, or a typo in `cloud-provider`); while no valid
+    /// provider is selected, each setting given is still checked with its own validator.
+    fn provider_settings(
+        &mut self,
+        registry: &'static [provider::ProviderSpec],
+        selected: Option<&'static provider::ProviderSpec>,
+    ) -> Option<BTreeMap<String, String>> {
+        let mut values = BTreeMap::new();
+        let mut valid = true;
+        for spec in registry {
+            let ours = selected.is_some_and(|s| s.name == spec.name);
+            for setting in spec.settings {
+                match (self.get(setting.key), selected) {
+                    (None, _) => {
+                        if ours {
+                            self.origins.insert(setting.key, ValueSource::Default);
+                            values.insert(setting.key.to_string(), setting.default.to_string());
+                        }
+                    }
+                    (Some((kind, source)), Some(other)) if !ours => {
+                        valid = false;
+                        let reason = format!(
+                            "a setting of cloud-provider {}, but cloud-provider is {:?}: it would \
+                             be ignored",
+                            spec.name, other.name
+                        );
+                        self.invalid(setting.key, &kind, source, reason);
+                    }
+                    (Some((kind, source)), _) => {
+                        match to_text(&kind).and_then(|text| (setting.validate)(&text)) {
+                            Ok(value) if ours => {
+                                values.insert(setting.key.to_string(), value);
+                            }
+                            Ok(_) => {}
+                            Err(reason) => {
+                                valid = false;
+                                self.invalid(setting.key, &kind, source, reason);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        valid.then_some(values)
     }
 
     /// Records an error unless `name` is a valid Kubernetes object name (DNS-1123 subdomain).
@@ -1763,46 +1846,6 @@ impl Resolver<'_> {
     }
 }
 
-/// `digitalocean-api-url`: an http(s) URL with a host, no credentials (they would end up in
-/// messages), no query or fragment; plain http only for this machine, as the token travels
-/// in it. Returned without a trailing slash; empty means the default.
-fn check_api_url(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
-        // Empty (e.g. `DIGITALOCEAN_API_URL=`) means the default, as it did before the key.
-        return Ok(provider::digitalocean::DEFAULT_API_URL.to_string());
-    }
-    let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("not a URL: {e}"))?;
-    let host = url.host_str().unwrap_or("");
-    if host.is_empty() {
-        return Err("the URL has no host".into());
-    }
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(
-                "plain http would send the API token in clear text: use https (http is for \
-                 localhost only)"
-                    .into(),
-            )
-        }
-        other => return Err(format!("scheme {other:?} is not http or https")),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL must not carry credentials".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("the URL must not have a query or fragment".into());
-    }
-    Ok(url.as_str().trim_end_matches('/').to_string())
-}
-
 impl Config {
     /// This replica's identity: `leader-election-identity`, else `$HOSTNAME` (the pod name in
     /// a Deployment), else `kubescaler-<pid>`.
@@ -1828,6 +1871,11 @@ impl Config {
             .unwrap_or_else(|| "default".into())
     }
 
+    /// The validated value of the selected provider's setting `key` (set or defaulted).
+    pub fn provider_setting(&self, key: &str) -> Option<&str> {
+        self.provider_settings.get(key).map(String::as_str)
+    }
+
     /// What one server pod requests, as the planner compares it with free resources.
     pub fn slot_request(&self) -> Resources {
         Resources {
@@ -1842,8 +1890,26 @@ impl Config {
         render_yaml(self, None)
     }
 
-    /// `(key, value)` for every key, in [`KEYS`] order, the token redacted.
+    /// `(key, value)` for every key, in [`KEYS`] order, the token redacted; a provider setting
+    /// is null unless its provider is the selected one.
     fn redacted_entries(&self) -> Vec<(&'static str, serde_yaml::Value)> {
+        let mut core: BTreeMap<&'static str, serde_yaml::Value> =
+            self.core_entries().into_iter().collect();
+        KEYS.iter()
+            .map(|key| {
+                let value = core.remove(key).unwrap_or_else(|| {
+                    self.provider_setting(key)
+                        .map_or(serde_yaml::Value::Null, |v| {
+                            serde_yaml::Value::String(v.to_string())
+                        })
+                });
+                (*key, value)
+            })
+            .collect()
+    }
+
+    /// `(key, value)` for every core key, the token redacted.
+    fn core_entries(&self) -> Vec<(&'static str, serde_yaml::Value)> {
         use serde_yaml::Value as Y;
         let s = |v: &str| Y::String(v.to_string());
         let opt_s = |v: Option<String>| v.map_or(Y::Null, Y::String);
@@ -1866,7 +1932,6 @@ impl Config {
             ),
             ("cluster-name", s(&self.cluster_name)),
             ("node-pool-name", s(&self.node_pool_name)),
-            ("digitalocean-api-url", s(&self.digitalocean_api_url)),
             ("node-selector", s(&self.node_selector)),
             (
                 "cluster-kube-config-master-url",
@@ -1987,6 +2052,25 @@ fn render_yaml(config: &Config, origins: Option<&BTreeMap<&'static str, ValueSou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::{NodePoolProvider, ProviderError, ProviderSetting, ProviderSpec};
+
+    #[test]
+    fn config_keys_are_unique_and_hold_every_provider_setting_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for key in KEYS {
+            assert!(seen.insert(*key), "{key} is declared twice");
+        }
+        for (spec, setting) in provider::settings() {
+            assert_eq!(
+                KEYS.iter().filter(|k| **k == setting.key).count(),
+                1,
+                "{} of {}",
+                setting.key,
+                spec.name
+            );
+            assert!(allowed_for(setting.key).contains(setting.allowed));
+        }
+    }
 
     #[test]
     fn config_ranges_are_well_formed_and_hold_the_defaults() {
@@ -2008,5 +2092,140 @@ mod tests {
             let range = range_of(key).expect("range");
             assert!(u32::try_from(range.max).is_ok(), "{key} is stored as u32");
         }
+    }
+
+    fn no_build(_: &Config) -> Result<Box<dyn NodePoolProvider>, ProviderError> {
+        Err(ProviderError::Config {
+            provider: "test",
+            message: "not buildable".into(),
+        })
+    }
+
+    fn starts_with_a(text: &str) -> Result<String, String> {
+        if text.starts_with('a') {
+            Ok(text.to_uppercase())
+        } else {
+            Err("must start with a".into())
+        }
+    }
+
+    const fn setting(key: &'static str, default: &'static str) -> ProviderSetting {
+        ProviderSetting {
+            key,
+            default,
+            value_name: "X",
+            help: "test setting",
+            allowed: "text starting with a",
+            validate: starts_with_a,
+        }
+    }
+
+    static TWO_PROVIDERS: &[ProviderSpec] = &[
+        ProviderSpec {
+            name: "alpha",
+            needs_token: false,
+            settings: &[setting("alpha-endpoint", "a-default")],
+            build: no_build,
+        },
+        ProviderSpec {
+            name: "beta",
+            needs_token: false,
+            settings: &[setting("beta-endpoint", "a-beta")],
+            build: no_build,
+        },
+    ];
+
+    /// A resolver over env vars `(key, value)` given by key.
+    fn resolver(values: &[(&str, &str)]) -> Resolver<'static> {
+        let mut layer = Layer::new();
+        for (key, value) in values {
+            layer.set(ORIGIN_ENV, key, ValueKind::String(value.to_string()));
+        }
+        let table = match config::Config::builder()
+            .add_source(layer)
+            .build()
+            .expect("layers")
+            .cache
+            .kind
+        {
+            ValueKind::Table(table) => table,
+            _ => config::Map::new(),
+        };
+        Resolver {
+            table,
+            file: None,
+            errors: Vec::new(),
+            origins: BTreeMap::new(),
+            secrets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn config_provider_settings_of_the_selected_provider_are_validated_and_defaulted() {
+        let alpha = &TWO_PROVIDERS[0];
+        let mut r = resolver(&[]);
+        let values = r.provider_settings(TWO_PROVIDERS, Some(alpha));
+        assert_eq!(
+            values,
+            Some(BTreeMap::from([(
+                "alpha-endpoint".to_string(),
+                "a-default".to_string()
+            )]))
+        );
+        assert_eq!(r.origins.get("alpha-endpoint"), Some(&ValueSource::Default));
+
+        let mut r = resolver(&[("alpha-endpoint", "abc")]);
+        let values = r.provider_settings(TWO_PROVIDERS, Some(alpha));
+        assert_eq!(
+            values
+                .and_then(|v| v.get("alpha-endpoint").cloned())
+                .as_deref(),
+            Some("ABC")
+        );
+
+        let mut r = resolver(&[("alpha-endpoint", "xyz")]);
+        assert_eq!(r.provider_settings(TWO_PROVIDERS, Some(alpha)), None);
+        match r.errors.as_slice() {
+            [ConfigError::Invalid {
+                key: "alpha-endpoint",
+                value,
+                origin,
+                reason,
+                ..
+            }] => {
+                assert_eq!(value, "\"xyz\"");
+                assert_eq!(origin, &ValueSource::Env("ALPHA_ENDPOINT".into()));
+                assert_eq!(reason, "must start with a");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_a_setting_of_another_provider_is_refused_not_ignored() {
+        let alpha = &TWO_PROVIDERS[0];
+        let mut r = resolver(&[("beta-endpoint", "abc")]);
+        assert_eq!(r.provider_settings(TWO_PROVIDERS, Some(alpha)), None);
+        match r.errors.as_slice() {
+            [ConfigError::Invalid {
+                key: "beta-endpoint",
+                origin,
+                reason,
+                ..
+            }] => {
+                assert_eq!(origin, &ValueSource::Env("BETA_ENDPOINT".into()));
+                assert!(
+                    reason.contains(
+                        "a setting of cloud-provider beta, but cloud-provider is \"alpha\""
+                    ),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // With no valid provider selected, a given setting is still checked on its own.
+        let mut r = resolver(&[("beta-endpoint", "xyz")]);
+        assert_eq!(r.provider_settings(TWO_PROVIDERS, None), None);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     }
 }

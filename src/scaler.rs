@@ -536,7 +536,7 @@ mod tests {
             cloud_provider_token_file: None,
             cluster_name: "c".into(),
             node_pool_name: "p".into(),
-            digitalocean_api_url: crate::provider::digitalocean::DEFAULT_API_URL.into(),
+            provider_settings: BTreeMap::new(),
             node_selector: "role=game".into(),
             cluster_kube_config_master_url: None,
             cluster_kube_config_path: None,
