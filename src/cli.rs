@@ -5,12 +5,14 @@
 //! Flag values are taken as text here and typed and validated in [`crate::config::load`], so
 //! that one run reports every bad value, each with the flag it came from.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
-use crate::config::SecretToken;
+use crate::config::{env_var_name, SecretToken};
+use crate::provider;
 use crate::simulate::args::{BufferRange, Bytes, Millicores, Placement, Share, SimDuration};
 
 /// The parsed command line.
@@ -168,10 +170,9 @@ pub struct Overrides {
     #[arg(long, global = true, value_name = "NAME")]
     pub node_pool_name: Option<String>,
 
-    /// Base URL of the DigitalOcean API, e.g. a local fake's http://127.0.0.1:PORT
-    /// [env: DIGITALOCEAN_API_URL] [default: https://api.digitalocean.com]
-    #[arg(long, global = true, value_name = "URL")]
-    pub digitalocean_api_url: Option<String>,
+    /// The settings the cloud providers declare (`--digitalocean-api-url`...).
+    #[command(flatten)]
+    pub provider_settings: ProviderFlags,
 
     /// Label selector of the pool's nodes, e.g. role=game-servers (required, non-empty)
     /// [env: NODE_SELECTOR]
@@ -331,7 +332,6 @@ impl Overrides {
             text("cloud-provider-token-file", &self.cloud_provider_token_file),
             text("cluster-name", &self.cluster_name),
             text("node-pool-name", &self.node_pool_name),
-            text("digitalocean-api-url", &self.digitalocean_api_url),
             text("node-selector", &self.node_selector),
             text(
                 "cluster-kube-config-master-url",
@@ -375,6 +375,12 @@ impl Overrides {
         .into_iter()
         .flatten()
         .collect();
+        out.extend(
+            self.provider_settings
+                .0
+                .iter()
+                .map(|(key, value)| (*key, FlagValue::Text(value))),
+        );
         if let Some(token) = &self.cloud_provider_token {
             out.push(("cloud-provider-token", FlagValue::Secret(token)));
         }
@@ -385,6 +391,68 @@ impl Overrides {
             out.push(("leader-election", FlagValue::Bool(on)));
         }
         out
+    }
+}
+
+/// One flag per provider setting (`--digitalocean-api-url`), made from
+/// [`provider::REGISTRY`] rather than declared here, so that a new provider's keys are flags
+/// too without a field in [`Overrides`]. Maps each given setting's key to its text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProviderFlags(pub BTreeMap<&'static str, String>);
+
+impl ProviderFlags {
+    /// The value given for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+impl FromIterator<(&'static str, String)> for ProviderFlags {
+    fn from_iter<I: IntoIterator<Item = (&'static str, String)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl FromArgMatches for ProviderFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for (_, setting) in provider::settings() {
+            if let Ok(Some(value)) = matches.try_get_one::<String>(setting.key) {
+                self.0.insert(setting.key, value.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Args for ProviderFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        provider::settings().fold(cmd, |cmd, (spec, setting)| {
+            cmd.arg(
+                Arg::new(setting.key)
+                    .long(setting.key)
+                    .global(true)
+                    .value_name(setting.value_name)
+                    .action(ArgAction::Set)
+                    .value_parser(clap::value_parser!(String))
+                    .help(format!(
+                        "{} (cloud-provider {}) [env: {}] [default: {}]",
+                        setting.help,
+                        spec.name,
+                        env_var_name(setting.key),
+                        setting.default
+                    )),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 

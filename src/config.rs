@@ -97,8 +97,10 @@ pub struct Config {
     pub cluster_name: String,
     /// Cloud-side node pool name.
     pub node_pool_name: String,
-    /// Base URL of the DigitalOcean API (the `digitalocean` provider's endpoint).
-    pub digitalocean_api_url: String,
+    /// The validated settings of the selected provider by key (`digitalocean-api-url`...), each
+    /// set or defaulted. The provider declares them ([`provider::ProviderSpec::settings`]) and
+    /// reads them into its own type (`provider::digitalocean::DigitalOceanSettings`).
+    pub provider_settings: BTreeMap<String, String>,
     /// Kubernetes label selector choosing the pool's nodes (validated syntax).
     pub node_selector: String,
     /// API server URL overriding the kubeconfig's (empty: none).
@@ -185,14 +187,22 @@ pub const TOKEN_KEY: &str = "cloud-provider-token";
 /// The file read when `--config` is not given, if it exists (relative to the working dir).
 pub const DEFAULT_CONFIG_FILE: &str = "config.yaml";
 
-/// Every configuration key, in the order of the docs and of [`Config::to_redacted_yaml`].
-pub const KEYS: &[&str] = &[
+/// Every configuration key, in the order of the docs and of [`Config::to_redacted_yaml`]: the
+/// core keys, with the settings the providers declare ([`provider::ProviderSpec::settings`],
+/// `digitalocean-api-url`...) after `node-pool-name`.
+pub const KEYS: &[&str] = &ALL_KEYS;
+
+/// The core keys before the provider settings.
+const CORE_KEYS_HEAD: &[&str] = &[
     "cloud-provider",
     "cloud-provider-token",
     "cloud-provider-token-file",
     "cluster-name",
     "node-pool-name",
-    "digitalocean-api-url",
+];
+
+/// The core keys after the provider settings.
+const CORE_KEYS_TAIL: &[&str] = &[
     "node-selector",
     "cluster-kube-config-master-url",
     "cluster-kube-config-path",
@@ -220,6 +230,169 @@ pub const KEYS: &[&str] = &[
     "leader-election-lease-duration-sec",
     "leader-election-identity",
 ];
+
+const ALL_KEYS: [&str; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEYS_TAIL.len()] = {
+    let mut keys = [""; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEYS_TAIL.len()];
+    let mut n = 0;
+    let mut i = 0;
+    while i < CORE_KEYS_HEAD.len() {
+        keys[n] = CORE_KEYS_HEAD[i];
+        n += 1;
+        i += 1;
+    }
+    let mut p = 0;
+    while p < provider::REGISTRY.len() {
+        let settings = provider::REGISTRY[p].settings;
+        let mut j = 0;
+        while j < settings.len() {
+            keys[n] = settings[j].key;
+            n += 1;
+            j += 1;
+        }
+        p += 1;
+    }
+    let mut i = 0;
+    while i < CORE_KEYS_TAIL.len() {
+        keys[n] = CORE_KEYS_TAIL[i];
+        n += 1;
+        i += 1;
+    }
+    keys
+};
+
+/// The values a numeric key accepts: `min..=max`, counted in `unit`.
+///
+/// Every numeric key has one, in [`RANGES`]: the loader refuses a value outside it (a
+/// [`ConfigError::Invalid`] whose reason starts with `out of range` and whose `allowed` is
+/// the range), so no setting can wrap when converted (`u64` seconds to `i64`) or overflow when
+/// added to a clock. The README lists the same table (a test keeps them in step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// Smallest allowed value.
+    pub min: u64,
+    /// Largest allowed value.
+    pub max: u64,
+    /// What the value counts (`seconds`, `nodes`...), as messages say it.
+    pub unit: &'static str,
+}
+
+impl Range {
+    const fn new(min: u64, max: u64, unit: &'static str) -> Self {
+        Range { min, max, unit }
+    }
+
+    /// Whether `n` is allowed.
+    pub fn contains(self, n: u64) -> bool {
+        (self.min..=self.max).contains(&n)
+    }
+
+    /// `parsed` if it is a number in the range, else why not (a number too large even to
+    /// parse is out of range like any other above `max`).
+    fn check(self, parsed: Result<u64, NumberError>) -> Result<u64, String> {
+        match parsed {
+            Ok(n) if self.contains(n) => Ok(n),
+            Ok(n) if n < self.min => Err(format!("out of range: must be at least {}", self.min)),
+            Ok(_) | Err(NumberError::TooLarge) => {
+                Err(format!("out of range: must be at most {}", self.max))
+            }
+            Err(NumberError::Negative) => Err("out of range: must not be negative".into()),
+            Err(NumberError::Invalid(reason)) => Err(reason),
+        }
+    }
+
+    /// Like [`Range::check`], for a key stored as `u32` (every such range fits in one).
+    fn check_u32(self, parsed: Result<u64, NumberError>) -> Result<u32, String> {
+        let n = self.check(parsed)?;
+        u32::try_from(n).map_err(|_| format!("out of range: must be at most {}", self.max))
+    }
+}
+
+impl fmt::Display for Range {
+    /// `0..=315360000 seconds`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={} {}", self.min, self.max, self.unit)
+    }
+}
+
+/// Ten years in seconds: the longest duration a production pool could want before an action
+/// (in practice "never"), and still far from `i64::MAX` seconds, where a timestamp comparison
+/// would wrap.
+const TEN_YEARS_SEC: u64 = 10 * 365 * 24 * 3600;
+
+/// Largest pool: twice the 5,000 nodes upstream Kubernetes supports in one cluster, so every
+/// real pool fits, while a slip of a few digits (or `u32::MAX` as "unlimited") is refused.
+const MAX_POOL_NODES: u64 = 10_000;
+
+/// 1,000 cores in millicores: above the largest machine any cloud sells (under 1,000 vCPUs).
+const MAX_CPU_MILLIS: u64 = 1_000_000;
+
+/// 64 TiB: above the largest machine any cloud sells (32 TiB of memory).
+const MAX_MEMORY_BYTES: u64 = 64 << 40;
+
+/// `minimum-node-pool-size`: 0 lets the pool empty when idle; at most [`MAX_POOL_NODES`].
+pub const MINIMUM_NODE_POOL_SIZE_RANGE: Range = Range::new(0, MAX_POOL_NODES, "nodes");
+/// `maximum-node-pool-size`: at least 1, as a pool that may hold no node runs no server; at
+/// most [`MAX_POOL_NODES`].
+pub const MAXIMUM_NODE_POOL_SIZE_RANGE: Range = Range::new(1, MAX_POOL_NODES, "nodes");
+/// `buffer-slot-size`: 0 (no spare capacity) to a million free slots, more than a full
+/// [`MAX_POOL_NODES`] pool of 100-slot nodes holds: a larger buffer could never be met.
+pub const BUFFER_SLOT_SIZE_RANGE: Range = Range::new(0, 1_000_000, "slots");
+/// `scale-loop-tick-sec`: at least 1 s (0 would spin); at most an hour, as the periodic pass is
+/// what retries failures and expires empty nodes when no event comes, and a longer tick would
+/// leave the buffer unrestored for hours.
+pub const SCALE_LOOP_TICK_SEC_RANGE: Range = Range::new(1, 3600, "seconds");
+/// `server-cpu-resource-request`: at least 1 millicore (a slot that needs nothing would make
+/// every node infinitely large); at most [`MAX_CPU_MILLIS`], one server per the largest node.
+pub const SERVER_CPU_RESOURCE_REQUEST_RANGE: Range = Range::new(1, MAX_CPU_MILLIS, "millicores");
+/// `server-memory-resource-request`: 1 byte to [`MAX_MEMORY_BYTES`], like the CPU request.
+pub const SERVER_MEMORY_RESOURCE_REQUEST_RANGE: Range = Range::new(1, MAX_MEMORY_BYTES, "bytes");
+/// `empty-node-expiration-sec`: 0 deletes an empty cordoned node at once; up to ten years
+/// ([`TEN_YEARS_SEC`]) for "keep it".
+pub const EMPTY_NODE_EXPIRATION_SEC_RANGE: Range = Range::new(0, TEN_YEARS_SEC, "seconds");
+/// `node-boot-timeout-sec`: 0 never counts a not-Ready node as booting; up to ten years
+/// ([`TEN_YEARS_SEC`]) for "always".
+pub const NODE_BOOT_TIMEOUT_SEC_RANGE: Range = Range::new(0, TEN_YEARS_SEC, "seconds");
+/// `node-template-cpu`: a node has some CPU, and no more than [`MAX_CPU_MILLIS`].
+pub const NODE_TEMPLATE_CPU_RANGE: Range = Range::new(1, MAX_CPU_MILLIS, "millicores");
+/// `node-template-memory`: a node has some memory, and no more than [`MAX_MEMORY_BYTES`].
+pub const NODE_TEMPLATE_MEMORY_RANGE: Range = Range::new(1, MAX_MEMORY_BYTES, "bytes");
+/// `node-template-pods`: at least 1; at most 1,000, above what any distribution lets a node
+/// run (the kubelet's default is 110; EKS's largest instances allow 737).
+pub const NODE_TEMPLATE_PODS_RANGE: Range = Range::new(1, 1000, "pods");
+/// `leader-election-lease-duration-sec`: at least 5 s, as renewals need a few seconds of slack;
+/// at most an hour, the longest a crashed leader may keep the standby from scaling.
+pub const LEADER_ELECTION_LEASE_DURATION_SEC_RANGE: Range = Range::new(5, 3600, "seconds");
+
+/// Every numeric key with its allowed range, in [`KEYS`] order: the one declaration the loader
+/// checks, error messages print and the README repeats.
+pub const RANGES: &[(&str, Range)] = &[
+    ("minimum-node-pool-size", MINIMUM_NODE_POOL_SIZE_RANGE),
+    ("maximum-node-pool-size", MAXIMUM_NODE_POOL_SIZE_RANGE),
+    ("buffer-slot-size", BUFFER_SLOT_SIZE_RANGE),
+    ("scale-loop-tick-sec", SCALE_LOOP_TICK_SEC_RANGE),
+    (
+        "server-cpu-resource-request",
+        SERVER_CPU_RESOURCE_REQUEST_RANGE,
+    ),
+    (
+        "server-memory-resource-request",
+        SERVER_MEMORY_RESOURCE_REQUEST_RANGE,
+    ),
+    ("empty-node-expiration-sec", EMPTY_NODE_EXPIRATION_SEC_RANGE),
+    ("node-boot-timeout-sec", NODE_BOOT_TIMEOUT_SEC_RANGE),
+    ("node-template-cpu", NODE_TEMPLATE_CPU_RANGE),
+    ("node-template-memory", NODE_TEMPLATE_MEMORY_RANGE),
+    ("node-template-pods", NODE_TEMPLATE_PODS_RANGE),
+    (
+        "leader-election-lease-duration-sec",
+        LEADER_ELECTION_LEASE_DURATION_SEC_RANGE,
+    ),
+];
+
+/// The allowed range of a numeric key; `None` for a key that is not a number.
+pub fn range_of(key: &str) -> Option<Range> {
+    RANGES.iter().find(|(k, _)| *k == key).map(|(_, r)| *r)
+}
 
 /// The env var of a key: `buffer-slot-size` → `BUFFER_SLOT_SIZE`.
 pub fn env_var_name(key: &str) -> String {
@@ -630,11 +803,6 @@ fn default_layer() -> Layer {
         "cloud-provider",
         ValueKind::String("digitalocean".into()),
     );
-    l.set(
-        d,
-        "digitalocean-api-url",
-        ValueKind::String(provider::digitalocean::DEFAULT_API_URL.into()),
-    );
     l.set(d, "minimum-node-pool-size", ValueKind::U64(2));
     l.set(d, "maximum-node-pool-size", ValueKind::U64(3));
     l.set(d, "buffer-slot-size", ValueKind::U64(4));
@@ -927,8 +1095,24 @@ fn suggest_key(key: &str) -> Option<&'static str> {
         .map(|(k, _)| k)
 }
 
-/// What each key accepts, for error messages.
+/// What each key accepts, for error messages: a numeric key's [`Range`] first, then details.
 fn allowed_for(key: &str) -> String {
+    if let Some((spec, setting)) = provider::setting(key) {
+        return format!(
+            "{}; only with cloud-provider {}",
+            setting.allowed, spec.name
+        );
+    }
+    let detail = allowed_detail(key);
+    match range_of(key) {
+        Some(range) if detail.is_empty() => range.to_string(),
+        Some(range) => format!("{range}, {detail}"),
+        None => detail,
+    }
+}
+
+/// What a key accepts besides its range (all of it for a key that is not a number).
+fn allowed_detail(key: &str) -> String {
     match key {
         "cloud-provider" => {
             let names = provider::names();
@@ -941,20 +1125,13 @@ fn allowed_for(key: &str) -> String {
         "cloud-provider-token" => "the provider's API token: printable ASCII, no spaces".into(),
         "cloud-provider-token-file" => "the path of a readable file holding the token".into(),
         "cluster-name" | "node-pool-name" => "a non-empty name".into(),
-        "node-selector" => {
-            "a non-empty Kubernetes label selector, e.g. role=game-servers or \
+        "node-selector" => "a non-empty Kubernetes label selector, e.g. role=game-servers or \
              role=game-servers,tier in (a,b)"
-                .into()
-        }
+            .into(),
         "cluster-kube-config-master-url" => "an http:// or https:// URL, or empty".into(),
-        "digitalocean-api-url" => {
-            "an https:// URL with a host and no credentials, query or fragment; http:// only \
-             for localhost / a loopback address (a local fake)"
-                .into()
-        }
         "cluster-kube-config-path" => "a file path, or empty for in-cluster config".into(),
-        "minimum-node-pool-size" => "an integer from 0 to maximum-node-pool-size".into(),
-        "maximum-node-pool-size" => "an integer >= 1 and >= minimum-node-pool-size".into(),
+        "minimum-node-pool-size" => "and at most maximum-node-pool-size".into(),
+        "maximum-node-pool-size" => "and at least minimum-node-pool-size".into(),
         "server-pod-label-name" => {
             "a label key: [prefix/]name, name <= 63 of [A-Za-z0-9-_.] starting and ending \
              alphanumeric, prefix a lowercase DNS subdomain"
@@ -964,18 +1141,13 @@ fn allowed_for(key: &str) -> String {
             "a non-empty label value: <= 63 of [A-Za-z0-9-_.] starting and ending alphanumeric"
                 .into()
         }
-        "buffer-slot-size" => format!("an integer from 0 to {}", u32::MAX),
-        "scale-loop-tick-sec" => "an integer number of seconds >= 1".into(),
-        "empty-node-expiration-sec" | "node-boot-timeout-sec" => {
-            "an integer number of seconds >= 0".into()
-        }
         "server-cpu-resource-request" | "node-template-cpu" => {
-            "> 0: integer millicores (1000) or a Kubernetes CPU quantity (\"1\", \"500m\", \"1.5\"); \
+            "as integer millicores (1000) or a Kubernetes CPU quantity (\"1\", \"500m\", \"1.5\"); \
              in env vars and flags a bare integer is millicores"
                 .into()
         }
         "server-memory-resource-request" | "node-template-memory" => {
-            "> 0: bytes or a Kubernetes quantity (512Mi, 1Gi, 2G, 1e9)".into()
+            "that is up to 64Ti, as bytes or a Kubernetes quantity (512Mi, 1Gi, 2G, 1e9)".into()
         }
         "server-pod-tolerations" => {
             "a list (comma-separated in env/flags) of *, key, key:Effect, key=value, \
@@ -991,14 +1163,16 @@ fn allowed_for(key: &str) -> String {
              info,kubescaler=debug"
                 .into()
         }
-        "node-template-pods" => format!("an integer from 1 to {}", u32::MAX),
-        "http-listen-address" => "an IP address and port, e.g. 0.0.0.0:8080 or 127.0.0.1:9090".into(),
+        "http-listen-address" => {
+            "an IP address and port, e.g. 0.0.0.0:8080 or 127.0.0.1:9090".into()
+        }
         "leader-election" => "true or false".into(),
         "leader-election-namespace" | "leader-election-lease-name" => {
             "a Kubernetes object name: lower-case letters, digits, '-' and '.', at most 253".into()
         }
-        "leader-election-lease-duration-sec" => "an integer from 5 to 3600".into(),
         "leader-election-identity" => "a non-empty string (default: $HOSTNAME)".into(),
+        // A numeric key whose range says it all.
+        _ if range_of(key).is_some() => String::new(),
         _ => "see config.yaml.example".into(),
     }
 }
@@ -1041,36 +1215,51 @@ fn to_text(kind: &ValueKind) -> Result<String, String> {
     })
 }
 
-fn to_u64(kind: &ValueKind) -> Result<u64, String> {
-    let negative = || "must not be negative".to_string();
-    let too_large = || format!("too large (at most {})", u64::MAX);
-    match kind {
-        ValueKind::U64(n) => Ok(*n),
-        ValueKind::I64(n) => u64::try_from(*n).map_err(|_| negative()),
-        ValueKind::U128(n) => u64::try_from(*n).map_err(|_| too_large()),
-        ValueKind::I128(n) if *n < 0 => Err(negative()),
-        ValueKind::I128(n) => u64::try_from(*n).map_err(|_| too_large()),
-        ValueKind::String(s) => {
-            let s = s.trim();
-            if s.starts_with('-') && s.len() > 1 && s[1..].bytes().all(|b| b.is_ascii_digit()) {
-                Err(negative())
-            } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                s.parse::<u64>().map_err(|_| too_large())
-            } else {
-                Err("not an integer".into())
-            }
+/// Why a value is not a non-negative 64-bit integer; [`Range::check`] words it.
+#[derive(Debug)]
+enum NumberError {
+    /// Below zero: out of every range.
+    Negative,
+    /// Above `u64::MAX`: out of every range.
+    TooLarge,
+    /// Not a number at all.
+    Invalid(String),
+}
+
+impl From<quantity::QuantityError> for NumberError {
+    fn from(e: quantity::QuantityError) -> Self {
+        match e {
+            quantity::QuantityError::Negative => NumberError::Negative,
+            quantity::QuantityError::TooLarge => NumberError::TooLarge,
+            other => NumberError::Invalid(other.to_string()),
         }
-        ValueKind::Float(_) => Err("not an integer (no decimal point allowed)".into()),
-        ValueKind::Boolean(_) => Err("not an integer, got a boolean".into()),
-        ValueKind::Nil => Err("not an integer, got null".into()),
-        ValueKind::Array(_) => Err("expected a single integer, got a list".into()),
-        ValueKind::Table(_) => Err("expected a single integer, got a mapping".into()),
     }
 }
 
-fn to_u32(kind: &ValueKind) -> Result<u32, String> {
-    let n = to_u64(kind)?;
-    u32::try_from(n).map_err(|_| format!("too large (at most {})", u32::MAX))
+fn to_u64(kind: &ValueKind) -> Result<u64, NumberError> {
+    let invalid = |reason: &str| Err(NumberError::Invalid(reason.into()));
+    match kind {
+        ValueKind::U64(n) => Ok(*n),
+        ValueKind::I64(n) => u64::try_from(*n).map_err(|_| NumberError::Negative),
+        ValueKind::U128(n) => u64::try_from(*n).map_err(|_| NumberError::TooLarge),
+        ValueKind::I128(n) if *n < 0 => Err(NumberError::Negative),
+        ValueKind::I128(n) => u64::try_from(*n).map_err(|_| NumberError::TooLarge),
+        ValueKind::String(s) => {
+            let s = s.trim();
+            if s.starts_with('-') && s.len() > 1 && s[1..].bytes().all(|b| b.is_ascii_digit()) {
+                Err(NumberError::Negative)
+            } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse::<u64>().map_err(|_| NumberError::TooLarge)
+            } else {
+                invalid("not an integer")
+            }
+        }
+        ValueKind::Float(_) => invalid("not an integer (no decimal point allowed)"),
+        ValueKind::Boolean(_) => invalid("not an integer, got a boolean"),
+        ValueKind::Nil => invalid("not an integer, got null"),
+        ValueKind::Array(_) => invalid("expected a single integer, got a list"),
+        ValueKind::Table(_) => invalid("expected a single integer, got a mapping"),
+    }
 }
 
 fn to_bool(kind: &ValueKind) -> Result<bool, String> {
@@ -1088,7 +1277,7 @@ fn to_bool(kind: &ValueKind) -> Result<bool, String> {
 /// CPU in millicores. A YAML integer is millicores (the Go program's unit). A string is a
 /// Kubernetes quantity ("1" = one core), except that in env vars and flags, where every value
 /// is a string, a bare integer stays millicores as it was for the Go program.
-fn to_cpu_millis(kind: &ValueKind, source: &ValueSource) -> Result<u64, String> {
+fn to_cpu_millis(kind: &ValueKind, source: &ValueSource) -> Result<u64, NumberError> {
     match kind {
         ValueKind::String(s) => {
             let s = s.trim();
@@ -1096,33 +1285,29 @@ fn to_cpu_millis(kind: &ValueKind, source: &ValueSource) -> Result<u64, String> 
             if bare_integer && matches!(source, ValueSource::Env(_) | ValueSource::Flag(_)) {
                 to_u64(kind)
             } else {
-                quantity::parse_cpu_millis(s).map_err(|e| e.to_string())
+                Ok(quantity::parse_cpu_millis(s)?)
             }
         }
-        ValueKind::Float(f) => {
-            quantity::parse_cpu_millis(&float_text(*f)?).map_err(|e| e.to_string())
-        }
+        ValueKind::Float(f) => Ok(quantity::parse_cpu_millis(&float_text(*f)?)?),
         other => to_u64(other),
     }
 }
 
 /// Memory in bytes: an integer, or a Kubernetes quantity string.
-fn to_memory_bytes(kind: &ValueKind) -> Result<u64, String> {
+fn to_memory_bytes(kind: &ValueKind) -> Result<u64, NumberError> {
     match kind {
-        ValueKind::String(s) => quantity::parse_memory_bytes(s.trim()).map_err(|e| e.to_string()),
-        ValueKind::Float(f) => {
-            quantity::parse_memory_bytes(&float_text(*f)?).map_err(|e| e.to_string())
-        }
+        ValueKind::String(s) => Ok(quantity::parse_memory_bytes(s.trim())?),
+        ValueKind::Float(f) => Ok(quantity::parse_memory_bytes(&float_text(*f)?)?),
         other => to_u64(other),
     }
 }
 
 /// A YAML float (`1.5`, `1e9`) as quantity text; Rust prints the shortest exact form.
-fn float_text(f: f64) -> Result<String, String> {
+fn float_text(f: f64) -> Result<String, NumberError> {
     if f.is_finite() {
         Ok(f.to_string())
     } else {
-        Err("not a finite number".into())
+        Err(NumberError::Invalid("not a finite number".into()))
     }
 }
 
@@ -1304,13 +1489,12 @@ impl Resolver<'_> {
                 .as_ref()
                 .map(|(name, spec)| (name.clone(), spec.needs_token)),
         );
-        let (cloud_provider, _) = provider.unzip();
+        let (cloud_provider, spec) = provider.unzip();
         let (cloud_provider_token, cloud_provider_token_file) = token;
 
         let cluster_name = self.required("cluster-name", WHY_CLUSTER, |s| Ok(s.to_string()));
         let node_pool_name = self.required("node-pool-name", WHY_POOL, |s| Ok(s.to_string()));
-        let digitalocean_api_url =
-            self.parsed("digitalocean-api-url", |k, _| check_api_url(&to_text(k)?));
+        let provider_settings = self.provider_settings(provider::REGISTRY, spec);
         let node_selector = self.required("node-selector", WHY_SELECTOR, |s| {
             let selector: LabelSelector =
                 s.parse().map_err(|e: selector::SelectorError| e.message)?;
@@ -1341,15 +1525,11 @@ impl Resolver<'_> {
             .optional_text("cluster-kube-config-path")
             .map(PathBuf::from);
 
-        let minimum = self.parsed("minimum-node-pool-size", |k, _| to_u32(k));
+        let minimum = self.parsed("minimum-node-pool-size", |k, _| {
+            MINIMUM_NODE_POOL_SIZE_RANGE.check_u32(to_u64(k))
+        });
         let maximum = self.parsed("maximum-node-pool-size", |k, _| {
-            let n = to_u32(k)?;
-            if n == 0 {
-                return Err(
-                    "must be at least 1: a pool that may hold no node runs no server".into(),
-                );
-            }
-            Ok(n)
+            MAXIMUM_NODE_POOL_SIZE_RANGE.check_u32(to_u64(k))
         });
         if let (Some(min), Some(max)) = (minimum, maximum) {
             if min > max {
@@ -1373,19 +1553,17 @@ impl Resolver<'_> {
             Ok(s.to_string())
         });
 
-        let buffer = self.parsed("buffer-slot-size", |k, _| to_u32(k));
+        let buffer = self.parsed("buffer-slot-size", |k, _| {
+            BUFFER_SLOT_SIZE_RANGE.check_u32(to_u64(k))
+        });
         let tick = self.parsed("scale-loop-tick-sec", |k, _| {
-            let n = to_u64(k)?;
-            if n == 0 {
-                return Err("must be at least 1 second".into());
-            }
-            Ok(n)
+            SCALE_LOOP_TICK_SEC_RANGE.check(to_u64(k))
         });
         let cpu = self.parsed("server-cpu-resource-request", |k, s| {
-            positive(to_cpu_millis(k, s)?)
+            SERVER_CPU_RESOURCE_REQUEST_RANGE.check(to_cpu_millis(k, s))
         });
         let memory = self.parsed("server-memory-resource-request", |k, _| {
-            positive(to_memory_bytes(k)?)
+            SERVER_MEMORY_RESOURCE_REQUEST_RANGE.check(to_memory_bytes(k))
         });
         let tolerations = self
             .parsed("server-pod-tolerations", |k, _| {
@@ -1400,8 +1578,12 @@ impl Resolver<'_> {
             })
             // Unset (no error recorded): no tolerations.
             .or_else(|| self.get("server-pod-tolerations").is_none().then(Vec::new));
-        let expiration = self.parsed("empty-node-expiration-sec", |k, _| to_u64(k));
-        let boot_timeout = self.parsed("node-boot-timeout-sec", |k, _| to_u64(k));
+        let expiration = self.parsed("empty-node-expiration-sec", |k, _| {
+            EMPTY_NODE_EXPIRATION_SEC_RANGE.check(to_u64(k))
+        });
+        let boot_timeout = self.parsed("node-boot-timeout-sec", |k, _| {
+            NODE_BOOT_TIMEOUT_SEC_RANGE.check(to_u64(k))
+        });
         let dry_run = self.parsed("dry-run", |k, _| to_bool(k));
         let log_format = self.parsed("log-format", |k, _| to_text(k)?.parse::<LogFormat>());
         let log_level = self.parsed("log-level", |k, _| {
@@ -1425,11 +1607,7 @@ impl Resolver<'_> {
             self.check_object_name("leader-election-lease-name", name);
         }
         let lease_duration = self.parsed("leader-election-lease-duration-sec", |k, _| {
-            let n = to_u64(k)?;
-            if !(5..=3600).contains(&n) {
-                return Err("out of range: renewals need a few seconds of slack".into());
-            }
-            Ok(n)
+            LEADER_ELECTION_LEASE_DURATION_SEC_RANGE.check(to_u64(k))
         });
         let identity = self.optional_text("leader-election-identity");
 
@@ -1443,7 +1621,7 @@ impl Resolver<'_> {
             cloud_provider_token_file,
             cluster_name: cluster_name?,
             node_pool_name: node_pool_name?,
-            digitalocean_api_url: digitalocean_api_url?,
+            provider_settings: provider_settings?,
             node_selector: node_selector?,
             cluster_kube_config_master_url: master_url,
             cluster_kube_config_path: kube_config_path,
@@ -1469,6 +1647,55 @@ impl Resolver<'_> {
             leader_election_lease_duration_sec: lease_duration?,
             leader_election_identity: identity,
         })
+    }
+
+    /// The settings the providers of `registry` declare: the selected provider's, validated,
+    /// with the default of each one set nowhere; `None` when one is invalid. A setting of
+    /// another registered provider is refused when set, as it would silently do nothing (a
+    /// leftover from a provider switch, or a typo in `cloud-provider`); while no valid
+    /// provider is selected, each setting given is still checked with its own validator.
+    fn provider_settings(
+        &mut self,
+        registry: &'static [provider::ProviderSpec],
+        selected: Option<&'static provider::ProviderSpec>,
+    ) -> Option<BTreeMap<String, String>> {
+        let mut values = BTreeMap::new();
+        let mut valid = true;
+        for spec in registry {
+            let ours = selected.is_some_and(|s| s.name == spec.name);
+            for setting in spec.settings {
+                match (self.get(setting.key), selected) {
+                    (None, _) => {
+                        if ours {
+                            self.origins.insert(setting.key, ValueSource::Default);
+                            values.insert(setting.key.to_string(), setting.default.to_string());
+                        }
+                    }
+                    (Some((kind, source)), Some(other)) if !ours => {
+                        valid = false;
+                        let reason = format!(
+                            "a setting of cloud-provider {}, but cloud-provider is {:?}: it would \
+                             be ignored",
+                            spec.name, other.name
+                        );
+                        self.invalid(setting.key, &kind, source, reason);
+                    }
+                    (Some((kind, source)), _) => {
+                        match to_text(&kind).and_then(|text| (setting.validate)(&text)) {
+                            Ok(value) if ours => {
+                                values.insert(setting.key.to_string(), value);
+                            }
+                            Ok(_) => {}
+                            Err(reason) => {
+                                valid = false;
+                                self.invalid(setting.key, &kind, source, reason);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        valid.then_some(values)
     }
 
     /// Records an error unless `name` is a valid Kubernetes object name (DNS-1123 subdomain).
@@ -1589,14 +1816,14 @@ impl Resolver<'_> {
             .into_iter()
             .filter(|k| self.get(k).is_some())
             .collect();
-        let cpu = self.parsed("node-template-cpu", |k, s| positive(to_cpu_millis(k, s)?));
-        let memory = self.parsed("node-template-memory", |k, _| positive(to_memory_bytes(k)?));
+        let cpu = self.parsed("node-template-cpu", |k, s| {
+            NODE_TEMPLATE_CPU_RANGE.check(to_cpu_millis(k, s))
+        });
+        let memory = self.parsed("node-template-memory", |k, _| {
+            NODE_TEMPLATE_MEMORY_RANGE.check(to_memory_bytes(k))
+        });
         let pods = self.parsed("node-template-pods", |k, _| {
-            let n = to_u32(k)?;
-            if n == 0 {
-                return Err("must be at least 1".into());
-            }
-            Ok(n)
+            NODE_TEMPLATE_PODS_RANGE.check_u32(to_u64(k))
         });
         if present.is_empty() {
             return Some(None);
@@ -1616,54 +1843,6 @@ impl Resolver<'_> {
             memory_bytes: memory?,
             pods: pods?,
         }))
-    }
-}
-
-/// `digitalocean-api-url`: an http(s) URL with a host, no credentials (they would end up in
-/// messages), no query or fragment; plain http only for this machine, as the token travels
-/// in it. Returned without a trailing slash; empty means the default.
-fn check_api_url(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
-        // Empty (e.g. `DIGITALOCEAN_API_URL=`) means the default, as it did before the key.
-        return Ok(provider::digitalocean::DEFAULT_API_URL.to_string());
-    }
-    let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("not a URL: {e}"))?;
-    let host = url.host_str().unwrap_or("");
-    if host.is_empty() {
-        return Err("the URL has no host".into());
-    }
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(
-                "plain http would send the API token in clear text: use https (http is for \
-                 localhost only)"
-                    .into(),
-            )
-        }
-        other => return Err(format!("scheme {other:?} is not http or https")),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL must not carry credentials".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("the URL must not have a query or fragment".into());
-    }
-    Ok(url.as_str().trim_end_matches('/').to_string())
-}
-
-fn positive(n: u64) -> Result<u64, String> {
-    if n == 0 {
-        Err("must be greater than 0".into())
-    } else {
-        Ok(n)
     }
 }
 
@@ -1692,6 +1871,11 @@ impl Config {
             .unwrap_or_else(|| "default".into())
     }
 
+    /// The validated value of the selected provider's setting `key` (set or defaulted).
+    pub fn provider_setting(&self, key: &str) -> Option<&str> {
+        self.provider_settings.get(key).map(String::as_str)
+    }
+
     /// What one server pod requests, as the planner compares it with free resources.
     pub fn slot_request(&self) -> Resources {
         Resources {
@@ -1706,8 +1890,26 @@ impl Config {
         render_yaml(self, None)
     }
 
-    /// `(key, value)` for every key, in [`KEYS`] order, the token redacted.
+    /// `(key, value)` for every key, in [`KEYS`] order, the token redacted; a provider setting
+    /// is null unless its provider is the selected one.
     fn redacted_entries(&self) -> Vec<(&'static str, serde_yaml::Value)> {
+        let mut core: BTreeMap<&'static str, serde_yaml::Value> =
+            self.core_entries().into_iter().collect();
+        KEYS.iter()
+            .map(|key| {
+                let value = core.remove(key).unwrap_or_else(|| {
+                    self.provider_setting(key)
+                        .map_or(serde_yaml::Value::Null, |v| {
+                            serde_yaml::Value::String(v.to_string())
+                        })
+                });
+                (*key, value)
+            })
+            .collect()
+    }
+
+    /// `(key, value)` for every core key, the token redacted.
+    fn core_entries(&self) -> Vec<(&'static str, serde_yaml::Value)> {
         use serde_yaml::Value as Y;
         let s = |v: &str| Y::String(v.to_string());
         let opt_s = |v: Option<String>| v.map_or(Y::Null, Y::String);
@@ -1730,7 +1932,6 @@ impl Config {
             ),
             ("cluster-name", s(&self.cluster_name)),
             ("node-pool-name", s(&self.node_pool_name)),
-            ("digitalocean-api-url", s(&self.digitalocean_api_url)),
             ("node-selector", s(&self.node_selector)),
             (
                 "cluster-kube-config-master-url",
@@ -1846,4 +2047,185 @@ fn render_yaml(config: &Config, origins: Option<&BTreeMap<&'static str, ValueSou
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{NodePoolProvider, ProviderError, ProviderSetting, ProviderSpec};
+
+    #[test]
+    fn config_keys_are_unique_and_hold_every_provider_setting_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for key in KEYS {
+            assert!(seen.insert(*key), "{key} is declared twice");
+        }
+        for (spec, setting) in provider::settings() {
+            assert_eq!(
+                KEYS.iter().filter(|k| **k == setting.key).count(),
+                1,
+                "{} of {}",
+                setting.key,
+                spec.name
+            );
+            assert!(allowed_for(setting.key).contains(setting.allowed));
+        }
+    }
+
+    #[test]
+    fn config_ranges_are_well_formed_and_hold_the_defaults() {
+        let defaults = default_layer().values;
+        for (key, range) in RANGES {
+            assert!(KEYS.contains(key), "{key}");
+            assert!(range.min <= range.max, "{key}");
+            if let Some(value) = defaults.get(*key) {
+                let n = to_u64(&value.kind).expect("numeric default");
+                assert!(range.contains(n), "default {n} of {key} is outside {range}");
+            }
+        }
+        for key in [
+            "minimum-node-pool-size",
+            "maximum-node-pool-size",
+            "buffer-slot-size",
+            "node-template-pods",
+        ] {
+            let range = range_of(key).expect("range");
+            assert!(u32::try_from(range.max).is_ok(), "{key} is stored as u32");
+        }
+    }
+
+    fn no_build(_: &Config) -> Result<Box<dyn NodePoolProvider>, ProviderError> {
+        Err(ProviderError::Config {
+            provider: "test",
+            message: "not buildable".into(),
+        })
+    }
+
+    fn starts_with_a(text: &str) -> Result<String, String> {
+        if text.starts_with('a') {
+            Ok(text.to_uppercase())
+        } else {
+            Err("must start with a".into())
+        }
+    }
+
+    const fn setting(key: &'static str, default: &'static str) -> ProviderSetting {
+        ProviderSetting {
+            key,
+            default,
+            value_name: "X",
+            help: "test setting",
+            allowed: "text starting with a",
+            validate: starts_with_a,
+        }
+    }
+
+    static TWO_PROVIDERS: &[ProviderSpec] = &[
+        ProviderSpec {
+            name: "alpha",
+            needs_token: false,
+            settings: &[setting("alpha-endpoint", "a-default")],
+            build: no_build,
+        },
+        ProviderSpec {
+            name: "beta",
+            needs_token: false,
+            settings: &[setting("beta-endpoint", "a-beta")],
+            build: no_build,
+        },
+    ];
+
+    /// A resolver over env vars `(key, value)` given by key.
+    fn resolver(values: &[(&str, &str)]) -> Resolver<'static> {
+        let mut layer = Layer::new();
+        for (key, value) in values {
+            layer.set(ORIGIN_ENV, key, ValueKind::String(value.to_string()));
+        }
+        let table = match config::Config::builder()
+            .add_source(layer)
+            .build()
+            .expect("layers")
+            .cache
+            .kind
+        {
+            ValueKind::Table(table) => table,
+            _ => config::Map::new(),
+        };
+        Resolver {
+            table,
+            file: None,
+            errors: Vec::new(),
+            origins: BTreeMap::new(),
+            secrets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn config_provider_settings_of_the_selected_provider_are_validated_and_defaulted() {
+        let alpha = &TWO_PROVIDERS[0];
+        let mut r = resolver(&[]);
+        let values = r.provider_settings(TWO_PROVIDERS, Some(alpha));
+        assert_eq!(
+            values,
+            Some(BTreeMap::from([(
+                "alpha-endpoint".to_string(),
+                "a-default".to_string()
+            )]))
+        );
+        assert_eq!(r.origins.get("alpha-endpoint"), Some(&ValueSource::Default));
+
+        let mut r = resolver(&[("alpha-endpoint", "abc")]);
+        let values = r.provider_settings(TWO_PROVIDERS, Some(alpha));
+        assert_eq!(
+            values
+                .and_then(|v| v.get("alpha-endpoint").cloned())
+                .as_deref(),
+            Some("ABC")
+        );
+
+        let mut r = resolver(&[("alpha-endpoint", "xyz")]);
+        assert_eq!(r.provider_settings(TWO_PROVIDERS, Some(alpha)), None);
+        match r.errors.as_slice() {
+            [ConfigError::Invalid {
+                key: "alpha-endpoint",
+                value,
+                origin,
+                reason,
+                ..
+            }] => {
+                assert_eq!(value, "\"xyz\"");
+                assert_eq!(origin, &ValueSource::Env("ALPHA_ENDPOINT".into()));
+                assert_eq!(reason, "must start with a");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_a_setting_of_another_provider_is_refused_not_ignored() {
+        let alpha = &TWO_PROVIDERS[0];
+        let mut r = resolver(&[("beta-endpoint", "abc")]);
+        assert_eq!(r.provider_settings(TWO_PROVIDERS, Some(alpha)), None);
+        match r.errors.as_slice() {
+            [ConfigError::Invalid {
+                key: "beta-endpoint",
+                origin,
+                reason,
+                ..
+            }] => {
+                assert_eq!(origin, &ValueSource::Env("BETA_ENDPOINT".into()));
+                assert!(
+                    reason.contains(
+                        "a setting of cloud-provider beta, but cloud-provider is \"alpha\""
+                    ),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // With no valid provider selected, a given setting is still checked on its own.
+        let mut r = resolver(&[("beta-endpoint", "xyz")]);
+        assert_eq!(r.provider_settings(TWO_PROVIDERS, None), None);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    }
 }

@@ -489,12 +489,12 @@ impl Scaler {
                 // Not synced is no failure: the Resynced event starts the next pass as soon as
                 // the caches are complete.
                 failures = 0;
-                next = Instant::now() + tick;
+                next = Instant::now().checked_add(tick).unwrap_or_else(far_future);
             } else {
                 failures = failures.saturating_add(1);
                 let delay = backoff(failures, tick);
                 span.in_scope(|| warn!(failures, retry_in = ?delay, "pass failed; retrying"));
-                next = Instant::now() + delay;
+                next = Instant::now().checked_add(delay).unwrap_or_else(far_future);
             }
         }
         info!("scale loop stopped");
@@ -524,6 +524,11 @@ fn backoff(failures: u32, tick: Duration) -> Duration {
         .saturating_mul(factor)
         .min(BACKOFF_MAX)
         .min(tick.saturating_mul(2).max(BACKOFF_START))
+}
+
+/// A deadline past any run (30 years, tokio's own "never") for a wait too long to add to now.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 86_400)
 }
 
 /// Next change event; a lagged receiver still means "something changed". `None`: closed.
@@ -688,7 +693,7 @@ mod tests {
             cloud_provider_token_file: None,
             cluster_name: "c".into(),
             node_pool_name: "p".into(),
-            digitalocean_api_url: crate::provider::digitalocean::DEFAULT_API_URL.into(),
+            provider_settings: BTreeMap::new(),
             node_selector: "role=game".into(),
             cluster_kube_config_master_url: None,
             cluster_kube_config_path: None,

@@ -5,12 +5,21 @@
 use std::collections::BTreeMap;
 
 use kubescaler::cli::Overrides;
-use kubescaler::config::{load, load_with_origins, ConfigError, ConfigSources, ValueSource};
-use kubescaler::provider::digitalocean::{self, DEFAULT_API_URL};
+use kubescaler::config::{
+    load, load_with_origins, Config, ConfigError, ConfigSources, ValueSource,
+};
+use kubescaler::provider::digitalocean::{self, DigitalOceanSettings, DEFAULT_API_URL};
 
 mod dofake;
 
 const TOKEN: &str = "dop_v1_api_url_token_0123456789";
+
+/// The API URL as the provider reads it from its own settings.
+fn api_url(config: &Config) -> String {
+    DigitalOceanSettings::from_config(config)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .api_url
+}
 
 fn env(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     [
@@ -34,7 +43,7 @@ fn api_url_defaults_to_digitaloceans_public_api() {
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(loaded.config.digitalocean_api_url, DEFAULT_API_URL);
+    assert_eq!(api_url(&loaded.config), DEFAULT_API_URL);
     assert_eq!(loaded.origins["digitalocean-api-url"], ValueSource::Default);
     assert!(loaded
         .to_annotated_yaml()
@@ -48,20 +57,22 @@ fn api_url_env_var_is_digitalocean_api_url_and_a_flag_beats_it() {
         ..Default::default()
     };
     let loaded = load_with_origins(&sources).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(loaded.config.digitalocean_api_url, "http://127.0.0.1:8089");
+    assert_eq!(api_url(&loaded.config), "http://127.0.0.1:8089");
     assert_eq!(
         loaded.origins["digitalocean-api-url"],
         ValueSource::Env("DIGITALOCEAN_API_URL".into())
     );
     sources.flags = Overrides {
-        digitalocean_api_url: Some("https://do-proxy.example.com/api".into()),
+        provider_settings: [(
+            "digitalocean-api-url",
+            "https://do-proxy.example.com/api".to_string(),
+        )]
+        .into_iter()
+        .collect(),
         ..Default::default()
     };
     let config = load(&sources).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        config.digitalocean_api_url,
-        "https://do-proxy.example.com/api"
-    );
+    assert_eq!(api_url(&config), "https://do-proxy.example.com/api");
 }
 
 #[test]
@@ -71,7 +82,7 @@ fn an_empty_api_url_means_the_default() {
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.digitalocean_api_url, DEFAULT_API_URL);
+    assert_eq!(api_url(&config), DEFAULT_API_URL);
 }
 
 #[test]

@@ -447,3 +447,70 @@ fn origins_name_the_token_file_when_the_token_is_read_from_it() {
     );
     assert!(!annotated.contains(TOKEN));
 }
+
+#[test]
+fn provider_settings_are_keys_env_vars_flags_and_docs_derived_from_the_registry() {
+    let readme = std::fs::read_to_string("README.md").expect("read README.md");
+    let loaded = load_with_origins(&ConfigSources {
+        env: required_env(),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut count = 0;
+    for (spec, setting) in kubescaler::provider::settings() {
+        count += 1;
+        assert!(KEYS.contains(&setting.key), "{} is not a key", setting.key);
+        let row = format!(
+            "| `{}` | `{}` | `{}` | `{}` |",
+            setting.key,
+            spec.name,
+            setting.default,
+            env_var_name(setting.key)
+        );
+        assert!(readme.contains(&row), "README.md lacks {row}");
+        // The selected provider's settings are defaulted, stored generically, and printed.
+        if spec.name == loaded.config.cloud_provider {
+            assert_eq!(
+                loaded.config.provider_setting(setting.key),
+                Some(setting.default)
+            );
+            assert_eq!(loaded.origins[setting.key], ValueSource::Default);
+            assert!(loaded
+                .to_annotated_yaml()
+                .contains(&format!("{}: {}  # default", setting.key, setting.default)));
+        }
+        // The env var (the key's UPPER_SNAKE form) and the flag reach it, the flag winning
+        // (the default is a valid value of every setting).
+        let mut env = required_env();
+        env.insert(env_var_name(setting.key), setting.default.into());
+        let flags = Overrides {
+            provider_settings: [(setting.key, setting.default.to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let from_env = load_with_origins(&ConfigSources {
+            env: env.clone(),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            from_env.origins[setting.key],
+            ValueSource::Env(env_var_name(setting.key))
+        );
+        let from_flag = load_with_origins(&ConfigSources {
+            env,
+            flags,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            from_flag.origins[setting.key],
+            ValueSource::Flag(format!("--{}", setting.key))
+        );
+    }
+    assert!(
+        count >= 1,
+        "the digitalocean provider declares digitalocean-api-url"
+    );
+}

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use kubescaler::cli::Overrides;
-use kubescaler::config::{load, ConfigError, ConfigErrors, ConfigSources, ValueSource};
+use kubescaler::config::{
+    env_var_name, load, range_of, ConfigError, ConfigErrors, ConfigSources, Range, ValueSource,
+    KEYS, RANGES,
+};
 use kubescaler::provider;
 
 mod config_support;
@@ -144,7 +147,7 @@ fn wrong_type_is_reported_per_key_with_source() {
     );
     let text = errors.to_string();
     assert!(
-        text.contains("invalid buffer-slot-size \"abc\" from env var BUFFER_SLOT_SIZE: not an integer (allowed: an integer from 0 to 4294967295)"),
+        text.contains("invalid buffer-slot-size \"abc\" from env var BUFFER_SLOT_SIZE: not an integer (allowed: 0..=1000000 slots)"),
         "{text}"
     );
 }
@@ -234,7 +237,7 @@ fn integer_out_of_range_is_rejected() {
         "buffer-slot-size",
         "\"4294967296\"",
         ValueSource::Env("BUFFER_SLOT_SIZE".into()),
-        "too large",
+        "out of range: must be at most 1000000",
     );
 }
 
@@ -301,14 +304,14 @@ fn requests_must_be_greater_than_zero() {
         "server-cpu-resource-request",
         "\"0\"",
         ValueSource::Env("SERVER_CPU_RESOURCE_REQUEST".into()),
-        "greater than 0",
+        "out of range: must be at least 1",
     );
     assert_invalid(
         &errors,
         "server-memory-resource-request",
         "\"0Mi\"",
         ValueSource::Env("SERVER_MEMORY_RESOURCE_REQUEST".into()),
-        "greater than 0",
+        "out of range: must be at least 1",
     );
 }
 
@@ -782,4 +785,256 @@ fn tolerations_that_let_servers_onto_cordoned_nodes_are_refused() {
         ..ConfigSources::default()
     })
     .expect("valid");
+}
+
+/// The `Invalid` error of `key` as (value, origin, reason, allowed).
+fn range_error_of<'a>(
+    errors: &'a ConfigErrors,
+    key: &str,
+) -> (&'a str, &'a ValueSource, &'a str, &'a str) {
+    match invalid_of(errors, key) {
+        ConfigError::Invalid {
+            value,
+            origin,
+            reason,
+            allowed,
+            ..
+        } => (value, origin, reason, allowed),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Valid values for the keys that constrain others (node template all-or-none, min <= max),
+/// wide enough for every boundary of every range.
+fn boundary_env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut env = env_with(&[
+        ("NODE_TEMPLATE_CPU", "4000"),
+        ("NODE_TEMPLATE_MEMORY", "8Gi"),
+        ("NODE_TEMPLATE_PODS", "110"),
+        ("MINIMUM_NODE_POOL_SIZE", "0"),
+        ("MAXIMUM_NODE_POOL_SIZE", "10000"),
+    ]);
+    for (k, v) in pairs {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env
+}
+
+const DURATION_KEYS: [&str; 4] = [
+    "scale-loop-tick-sec",
+    "empty-node-expiration-sec",
+    "node-boot-timeout-sec",
+    "leader-election-lease-duration-sec",
+];
+
+#[test]
+fn huge_durations_are_a_named_range_error_not_a_wrap() {
+    // u64::MAX and 2^63 wrapped negative through `as i64` (a "never" expired at once) or
+    // overflowed the clock (a panic); beyond u64 was "too large" with no range.
+    for key in DURATION_KEYS {
+        let range = range_of(key).unwrap_or_else(|| panic!("{key} has no range"));
+        let env_name = env_var_name(key);
+        for value in [
+            u64::MAX.to_string(),
+            (1u64 << 63).to_string(),
+            (range.max + 1).to_string(),
+            "99999999999999999999999".to_string(),
+        ] {
+            let errors = errors_for(env_with(&[(&env_name, &value)]));
+            let (shown, origin, reason, allowed) = range_error_of(&errors, key);
+            assert_eq!(shown, format!("{value:?}"), "{errors}");
+            assert_eq!(origin, &ValueSource::Env(env_name.clone()), "{errors}");
+            assert!(
+                reason.starts_with("out of range"),
+                "{key} = {value}: {reason}"
+            );
+            assert_eq!(allowed, range.to_string(), "{errors}");
+            assert!(
+                errors.to_string().contains(&format!(
+                    "invalid {key} \"{value}\" from env var {env_name}: out of range: must be at \
+                     most {} (allowed: {range})",
+                    range.max
+                )),
+                "{errors}"
+            );
+        }
+    }
+}
+
+#[test]
+fn huge_durations_in_the_file_or_a_flag_are_range_errors_naming_that_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = config_support::write(
+        dir.path(),
+        "c.yaml",
+        "empty-node-expiration-sec: 18446744073709551615\n\
+         node-boot-timeout-sec: 9223372036854775808\n\
+         leader-election-lease-duration-sec: 18446744073709551615\n",
+    );
+    let errors = load(&ConfigSources {
+        file: Some(file.clone()),
+        env: required_env(),
+        flags: Overrides {
+            scale_loop_tick_sec: Some("9223372036854775808".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .expect_err("out of range");
+    for key in DURATION_KEYS {
+        let (_, origin, reason, allowed) = range_error_of(&errors, key);
+        let expected = if key == "scale-loop-tick-sec" {
+            ValueSource::Flag("--scale-loop-tick-sec".into())
+        } else {
+            ValueSource::File(file.clone())
+        };
+        assert_eq!(origin, &expected, "{errors}");
+        assert!(reason.starts_with("out of range"), "{errors}");
+        assert_eq!(
+            Some(allowed.to_string()),
+            range_of(key).map(|r| r.to_string())
+        );
+    }
+    let text = errors.to_string();
+    assert!(
+        text.contains(&format!(
+            "invalid empty-node-expiration-sec 18446744073709551615 from config file {}: out of \
+             range: must be at most 315360000 (allowed: 0..=315360000 seconds)",
+            file.display()
+        )),
+        "{text}"
+    );
+    // Beyond 64 bits the YAML parser itself refuses the file, naming the key and line.
+    let file = config_support::write(
+        dir.path(),
+        "beyond.yaml",
+        "empty-node-expiration-sec: 18446744073709551616\n",
+    );
+    let errors = load(&ConfigSources {
+        file: Some(file),
+        env: required_env(),
+        ..Default::default()
+    })
+    .expect_err("beyond 64 bits");
+    assert!(
+        matches!(errors.errors(), [ConfigError::FileSyntax { reason, .. }]
+            if reason.contains("empty-node-expiration-sec")),
+        "{errors}"
+    );
+}
+
+#[test]
+fn durations_up_to_ten_years_are_accepted_and_one_second_more_is_not() {
+    let ten_years = (10 * 365 * 24 * 3600u64).to_string();
+    let config = load(&ConfigSources {
+        env: env_with(&[
+            ("EMPTY_NODE_EXPIRATION_SEC", &ten_years),
+            ("NODE_BOOT_TIMEOUT_SEC", &ten_years),
+            ("SCALE_LOOP_TICK_SEC", "3600"),
+        ]),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.empty_node_expiration_sec, 315_360_000);
+    assert_eq!(config.node_boot_timeout_sec, 315_360_000);
+    assert_eq!(config.scale_loop_tick_sec, 3600);
+    let errors = errors_for(env_with(&[
+        ("EMPTY_NODE_EXPIRATION_SEC", "315360001"),
+        ("NODE_BOOT_TIMEOUT_SEC", "315360001"),
+        ("SCALE_LOOP_TICK_SEC", "3601"),
+    ]));
+    assert_eq!(errors.len(), 3, "{errors}");
+}
+
+#[test]
+fn every_range_boundary_is_accepted_and_one_past_it_refused() {
+    for (key, range) in RANGES {
+        let env_name = env_var_name(key);
+        for inside in [range.min, range.max] {
+            load(&ConfigSources {
+                env: boundary_env(&[(&env_name, &inside.to_string())]),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{key} = {inside} is in {range}: {e}"));
+        }
+        let mut outside = vec![(range.max + 1, format!("must be at most {}", range.max))];
+        if range.min > 0 {
+            outside.push((range.min - 1, format!("must be at least {}", range.min)));
+        }
+        for (value, why) in outside {
+            let errors = errors_for(boundary_env(&[(&env_name, &value.to_string())]));
+            let (_, origin, reason, allowed) = range_error_of(&errors, key);
+            assert_eq!(origin, &ValueSource::Env(env_name.clone()), "{errors}");
+            assert_eq!(reason, format!("out of range: {why}"), "{key} = {value}");
+            assert!(allowed.starts_with(&range.to_string()), "{key}: {allowed}");
+        }
+    }
+}
+
+#[test]
+fn huge_quantities_are_range_errors_too() {
+    let errors = errors_for(boundary_env(&[
+        ("SERVER_CPU_RESOURCE_REQUEST", "1000001"),
+        ("SERVER_MEMORY_RESOURCE_REQUEST", "65Ti"),
+        ("NODE_TEMPLATE_CPU", "100000000000000000E"),
+        ("NODE_TEMPLATE_MEMORY", "16Ei"),
+    ]));
+    for key in [
+        "server-cpu-resource-request",
+        "server-memory-resource-request",
+        "node-template-cpu",
+        "node-template-memory",
+    ] {
+        let (_, _, reason, allowed) = range_error_of(&errors, key);
+        assert!(
+            reason.starts_with("out of range: must be at most"),
+            "{key}: {reason}"
+        );
+        assert!(allowed.starts_with(&range_of(key).expect("range").to_string()));
+    }
+}
+
+#[test]
+fn every_numeric_key_has_a_declared_range() {
+    // A key is numeric when a word is refused as "not an integer" or not a quantity: then it
+    // must have a range, and every key with a range must be numeric.
+    for key in KEYS {
+        let errors = load(&ConfigSources {
+            env: env_with(&[(&env_var_name(key), "abc")]),
+            ..Default::default()
+        })
+        .err();
+        let numeric = errors.as_ref().is_some_and(|errors| {
+            errors.errors().iter().any(|e| {
+                matches!(e, ConfigError::Invalid { key: k, reason, .. }
+                    if k == key && (reason.contains("integer") || reason.contains("quantity")))
+            })
+        });
+        let by_name = key.ends_with("-sec")
+            || key.ends_with("-size")
+            || key.ends_with("-resource-request")
+            || key.starts_with("node-template-");
+        assert_eq!(
+            range_of(key).is_some(),
+            numeric,
+            "{key}: numeric {numeric}, range {:?}",
+            range_of(key)
+        );
+        assert!(!by_name || range_of(key).is_some(), "{key} has no range");
+    }
+    for (key, range) in RANGES {
+        assert!(KEYS.contains(key), "{key} is not a key");
+        assert!(range.min <= range.max, "{key}: {range}");
+    }
+}
+
+#[test]
+fn readme_lists_every_range_as_declared() {
+    let readme = std::fs::read_to_string("README.md").expect("read README.md");
+    for (key, range) in RANGES {
+        let row = format!("| `{key}` | `{range}` |");
+        assert!(readme.contains(&row), "README.md lacks the row {row}");
+    }
+    let Range { min, max, unit } = range_of("empty-node-expiration-sec").expect("range");
+    assert_eq!((min, max, unit), (0, 315_360_000, "seconds"));
 }

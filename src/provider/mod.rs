@@ -1,5 +1,12 @@
 //! Node pool providers (clouds) and their registry. A new provider is one module plus one
 //! line in [`REGISTRY`].
+//!
+//! A provider's own configuration keys (its API endpoint, say) are declared by the provider,
+//! as a [`ProviderSetting`] list in its [`ProviderSpec`], not in core configuration: the
+//! config loader derives their env vars (`UPPER_SNAKE`), flags (`--key`), validation, printed
+//! form and origins from here, stores the validated values of the selected provider in
+//! [`Config::provider_settings`], and the provider reads them into its own settings type
+//! (e.g. [`digitalocean::DigitalOceanSettings`]). A new cloud adds no field to [`Config`].
 
 use async_trait::async_trait;
 
@@ -175,22 +182,70 @@ impl ProviderError {
 /// Builds a provider from the configuration.
 pub type ProviderFactory = fn(&Config) -> Result<Box<dyn NodePoolProvider>, ProviderError>;
 
+/// Checks a provider setting's text and returns its normalized value, or says what is wrong.
+pub type SettingValidator = fn(&str) -> Result<String, String>;
+
+/// One configuration key a provider declares. Like a core key it is a kebab-case YAML key, an
+/// `UPPER_SNAKE` env var and a `--key` flag, and its problems are reported with key, value,
+/// source and [`ProviderSetting::allowed`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderSetting {
+    /// The kebab-case key; it must not clash with a core key or another provider's.
+    pub key: &'static str,
+    /// The value when it is set nowhere (validated like a given one).
+    pub default: &'static str,
+    /// The flag's value placeholder in `--help` (`URL`).
+    pub value_name: &'static str,
+    /// One line of help, for `--help` and the docs.
+    pub help: &'static str,
+    /// What the validator accepts, for error messages.
+    pub allowed: &'static str,
+    /// Turns the given text (trimmed) into the stored value.
+    pub validate: SettingValidator,
+}
+
 /// A registered provider.
 pub struct ProviderSpec {
     /// The `cloud-provider` value selecting it.
     pub name: &'static str,
     /// Whether it needs `cloud-provider-token`.
     pub needs_token: bool,
+    /// Its own configuration keys.
+    pub settings: &'static [ProviderSetting],
     /// Its constructor.
     pub build: ProviderFactory,
 }
 
 /// Every provider kubescaler knows. Add a line here for a new one.
 pub const REGISTRY: &[ProviderSpec] = &[ProviderSpec {
-    name: "digitalocean",
+    name: digitalocean::PROVIDER,
     needs_token: true,
+    settings: digitalocean::SETTINGS,
     build: digitalocean::build,
 }];
+
+/// How many settings the providers of [`REGISTRY`] declare in all (sizes the key list).
+pub const SETTING_COUNT: usize = {
+    let mut count = 0;
+    let mut i = 0;
+    while i < REGISTRY.len() {
+        count += REGISTRY[i].settings.len();
+        i += 1;
+    }
+    count
+};
+
+/// Every provider setting with the provider declaring it, in [`REGISTRY`] order.
+pub fn settings() -> impl Iterator<Item = (&'static ProviderSpec, &'static ProviderSetting)> {
+    REGISTRY
+        .iter()
+        .flat_map(|spec| spec.settings.iter().map(move |setting| (spec, setting)))
+}
+
+/// The provider setting whose key is `key`, with the provider declaring it.
+pub fn setting(key: &str) -> Option<(&'static ProviderSpec, &'static ProviderSetting)> {
+    settings().find(|(_, setting)| setting.key == key)
+}
 
 /// The registered provider named `name`.
 pub fn lookup(name: &str) -> Option<&'static ProviderSpec> {

@@ -28,6 +28,7 @@
 //! `Authorization: Bearer` header and never appears in errors, logs or `Debug` output.
 
 mod client;
+mod settings;
 mod wire;
 
 #[cfg(test)]
@@ -46,6 +47,8 @@ use self::wire::{
 };
 use super::{CloudNode, CloudPool, InstanceStatus, NodePoolProvider, NodeRef, ProviderError};
 use crate::config::{Config, SecretToken};
+
+pub use self::settings::{check_api_url, DigitalOceanSettings, API_URL_KEY, SETTINGS};
 
 /// The provider's registry name, also the prefix of its errors.
 pub const PROVIDER: &str = "digitalocean";
@@ -151,15 +154,16 @@ fn refused(reason: impl Into<String>) -> ProviderError {
     }
 }
 
-/// The registry's factory: reads the token, cluster and pool names and the API URL
-/// (`digitalocean-api-url`, default [`DEFAULT_API_URL`]) from `config`. Sends nothing; see the
-/// module documentation on resolution.
+/// The registry's factory: reads the token, cluster and pool names from `config`, and the API
+/// URL from the provider's own [`DigitalOceanSettings`] (`digitalocean-api-url`, default
+/// [`DEFAULT_API_URL`]). Sends nothing; see the module documentation on resolution.
 pub fn build(config: &Config) -> Result<Box<dyn NodePoolProvider>, ProviderError> {
+    let settings = DigitalOceanSettings::from_config(config)?;
     build_from(
         config.cloud_provider_token.as_ref(),
         &config.cluster_name,
         &config.node_pool_name,
-        Some(config.digitalocean_api_url.as_str()).filter(|u| !u.trim().is_empty()),
+        Some(settings.api_url.as_str()),
     )
 }
 
