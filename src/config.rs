@@ -1332,6 +1332,7 @@ fn to_list(kind: &ValueKind) -> Result<Vec<String>, String> {
 /// Taints that keep servers off a node kubescaler is draining (its cordon) or that is not
 /// ready: servers tolerating them would land where they must not, and attrition would never end.
 const FENCE_TAINTS: &[&str] = &[
+    crate::model::FENCE_TAINT,
     "node.kubernetes.io/unschedulable",
     "node.kubernetes.io/not-ready",
     "node.kubernetes.io/unreachable",

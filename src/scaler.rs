@@ -37,18 +37,6 @@ pub enum ScaleError {
     /// The cloud provider failed.
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// The provider failed to delete a node.
-    #[error("deleting node {node}: {source}")]
-    Deletion {
-        /// The node.
-        node: String,
-        /// Cause.
-        #[source]
-        source: ProviderError,
-    },
-    /// The provider answered a deletion with no result.
-    #[error("provider returned no result for deleting node {0}")]
-    MissingResult(String),
 }
 
 /// Errors that stop the daemon.

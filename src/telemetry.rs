@@ -311,7 +311,7 @@ fn error_labels(e: &ScaleError) -> (&'static str, &'static str) {
                 KubeError::Client(_) => "client",
             },
         ),
-        ScaleError::Provider(p) | ScaleError::Deletion { source: p, .. } => (
+        ScaleError::Provider(p) => (
             "provider",
             match p {
                 ProviderError::Refused { .. } => "refused",
@@ -320,7 +320,6 @@ fn error_labels(e: &ScaleError) -> (&'static str, &'static str) {
                 ProviderError::Config { .. } => "config",
             },
         ),
-        ScaleError::MissingResult(_) => ("provider", "missing_result"),
     }
 }
 

@@ -424,3 +424,153 @@ fn not_ready_noexecute_taints_are_tolerated_like_admission_does() {
     let p = plan(&snap(vec![n], vec![]), 1, now(), &cfg());
     assert_eq!(p.summary.free_slots, 4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The cloud pool, cross-checked (issue 10).
+
+use kubescaler::model::{CloudNode, CloudView, InstanceStatus};
+use kubescaler::planner::plan_with;
+use std::collections::BTreeSet;
+
+fn instance(id: &str, created_secs_ago: Option<i64>) -> CloudNode {
+    CloudNode {
+        id: id.to_string(),
+        name: String::new(),
+        status: InstanceStatus::Creating,
+        state: "provisioning".to_string(),
+        provider_id: None,
+        created: created_secs_ago.map(ago),
+    }
+}
+
+#[test]
+fn nodes_outside_the_cloud_pool_are_neither_counted_nor_touched() {
+    // The selector matches a and x; the cloud pool has only a. x is empty and would be a
+    // surplus node to cordon; its slots would hide a shortage.
+    let s = snap(vec![node("a", 4), node("x", 4)], servers_on("a", 4));
+    let mut cloud = CloudView::trusting(&s, 1);
+    cloud.members.remove("x");
+    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    assert!(
+        nodes_of(&p, ActionKind::Cordon).is_empty(),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.outside_pool, vec!["x".to_string()]);
+    assert_eq!(p.summary.outside_pool_nodes, 1);
+    assert_eq!(p.summary.free_slots, 0, "x's slots counted");
+    // a is full, buffer 4: the pool grows instead.
+    assert_eq!(p.grow_target(), Some(2));
+}
+
+#[test]
+fn an_instance_that_never_registers_stops_counting_and_is_deleted() {
+    // a is full; the cloud has a second instance, created 11 minutes ago (boot timeout 10),
+    // that never registered: not incoming capacity, deleted through the cloud, and the pool
+    // grows from what remains.
+    let s = snap(vec![node("a", 4)], servers_on("a", 4));
+    let mut cloud = CloudView::trusting(&s, 2);
+    cloud.unregistered = vec![instance("stuck-1", Some(660))];
+    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    assert_eq!(p.summary.stuck_instances, 1);
+    assert_eq!(p.summary.incoming_slots, 0);
+    assert!(matches!(
+        &p.actions[0],
+        Action::DeleteInstance { instance, .. } if instance.id == "stuck-1"
+    ));
+    // Target 2 - 1 stuck = 1, and one node of 4 slots is missing for the buffer.
+    assert!(p
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Grow { from: 1, to: 2, .. })));
+
+    // Within the boot timeout the same instance is capacity on its way.
+    cloud.unregistered = vec![instance("young-1", Some(60))];
+    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    assert_eq!(p.summary.stuck_instances, 0);
+    assert_eq!(p.summary.incoming_slots, 4);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn a_node_whose_deletion_was_accepted_is_not_deleted_again_after_a_restart() {
+    // A fresh process sees only what the cluster holds: the accepted-deletion mark.
+    let mut going = ours("going", 4, 3600);
+    going.deletion_accepted = Some(ago(120).to_string());
+    let s = snap(vec![node("a", 4), node("b", 4), going.clone()], vec![]);
+    let p = plan(&s, 3, now(), &cfg());
+    assert!(
+        nodes_of(&p, ActionKind::Delete).is_empty(),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.summary.deleting_nodes, 1);
+    // Past the memory (10 minutes), a node the cloud still runs is deleted again.
+    going.deletion_accepted = Some(ago(700).to_string());
+    let s = snap(vec![node("a", 4), node("b", 4), going], vec![]);
+    let p = plan(&s, 3, now(), &cfg());
+    assert_eq!(nodes_of(&p, ActionKind::Delete), vec!["going".to_string()]);
+}
+
+#[test]
+fn a_node_the_cloud_reports_going_is_never_capacity_nor_deleted() {
+    let s = snap(vec![node("a", 4), ours("d", 4, 3600)], vec![]);
+    let mut cloud = CloudView::trusting(&s, 2);
+    cloud.members.insert("d".into(), InstanceStatus::Deleting);
+    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    assert!(
+        nodes_of(&p, ActionKind::Delete).is_empty(),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.summary.deleting_nodes, 1);
+}
+
+#[test]
+fn a_held_back_node_lets_the_next_expired_node_take_its_turn() {
+    // Minimum 2 of 4: room for one deletion. The oldest is held back after failures.
+    let mut c = cfg();
+    c.min_nodes = 2;
+    c.buffer = 0;
+    let s = snap(
+        vec![
+            node("a", 4),
+            node("b", 4),
+            ours("old", 4, 7200),
+            ours("newer", 4, 3600),
+        ],
+        servers_on("a", 4),
+    );
+    let held = BTreeSet::from(["old".to_string()]);
+    let p = plan_with(&s, &CloudView::trusting(&s, 4), &held, now(), &c);
+    assert_eq!(nodes_of(&p, ActionKind::Delete), vec!["newer".to_string()]);
+}
+
+#[test]
+fn a_schedulable_node_with_kubescalers_marks_gets_them_cleared() {
+    // A person ran `kubectl uncordon`: the node is schedulable, the annotations remain.
+    let mut n = node("b", 4);
+    n.has_kubescaler_marks = true;
+    n.cordon_timestamp = Some(ago(60).to_string());
+    let s = snap(vec![node("a", 4), n], servers_on("a", 4));
+    let p = plan(&s, 2, now(), &cfg());
+    assert_eq!(nodes_of(&p, ActionKind::ClearMarks), vec!["b".to_string()]);
+}
+
+#[test]
+fn durations_past_i64_mean_never_not_at_once() {
+    // Defence in depth behind config validation: u64::MAX seconds must not wrap negative.
+    let mut c = cfg();
+    c.empty_node_expiration_sec = u64::MAX;
+    c.node_boot_timeout_sec = u64::MAX;
+    let s = snap(
+        vec![node("a", 4), node("b", 4), ours("old", 4, 7200)],
+        vec![],
+    );
+    let p = plan(&s, 3, now(), &c);
+    assert!(
+        nodes_of(&p, ActionKind::Delete).is_empty(),
+        "{:?}",
+        p.actions
+    );
+}

@@ -947,3 +947,35 @@ async fn a_deleted_node_drains_then_deletes_then_goes_after_the_delete_delay() {
     assert!(fake.requests().iter().all(|r| r.passed_validation()));
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_doks_reports_draining_gets_no_second_delete() {
+    // Issue 10, item 4: "draining" is as much on its way out as "deleting".
+    let Some(fake) = start_fake("a_node_doks_reports_draining_gets_no_second_delete", |o| {
+        o.delete_delay = Duration::from_secs(10)
+    })
+    .await
+    else {
+        return;
+    };
+    let (c, p) = games_cluster(&fake, 0, 2).await;
+    let driver = driver(&fake, fast_options());
+    let view = fake.pool(&c, &p).unwrap_or_else(|| panic!("pool"));
+    let target = node_ref(&view.nodes[0], Identify::Label);
+    let first = driver.delete_nodes(std::slice::from_ref(&target)).await;
+    assert!(matches!(&first[..], [Ok(())]), "{first:?}");
+    let draining = fake
+        .pool(&c, &p)
+        .and_then(|v| v.nodes.into_iter().find(|n| n.id == view.nodes[0].id))
+        .map(|n| n.state);
+    assert_eq!(draining.as_deref(), Some("draining"));
+    let again = driver.delete_nodes(std::slice::from_ref(&target)).await;
+    assert!(matches!(&again[..], [Ok(())]), "{again:?}");
+    let deletes = of(&fake.requests(), Operation::DeleteNode);
+    assert_eq!(
+        deletes.len(),
+        1,
+        "a second DELETE for a draining node: {deletes:?}"
+    );
+    fake.shutdown().await;
+}

@@ -32,7 +32,7 @@ use kubescaler::model::{CORDONED_BY_ANNOTATION, CORDONED_BY_VALUE};
 
 pub const NAMESPACE: &str = "default";
 const TOKEN: &str = "dop_v1_e2e_token_0123456789abcdef";
-const POOL_KEY: &str = "kubescaler-e2e/pool";
+pub const POOL_KEY: &str = "kubescaler-e2e/pool";
 const TAINT_KEY: &str = "kubescaler-e2e/dedicated";
 const SERVER_KEY: &str = "kubescaler-e2e/server";
 /// `empty-node-expiration-sec`.
@@ -51,9 +51,26 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}-{}-{nanos}", std::process::id())
 }
 
+/// Starts the binary on `config`, its log going to `stderr`.
+fn spawn(config: &Path, stderr: File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kubescaler"))
+        .arg("--config")
+        .arg(config)
+        // Only the config file speaks: no CLUSTER_NAME, DIGITALOCEAN_API_URL... from the
+        // developer's environment.
+        .env_clear()
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start kubescaler: {e}"))
+}
+
 /// The kubescaler child process, killed if the test ends without stopping it.
 pub struct Daemon {
     child: Option<Child>,
+    config: PathBuf,
     log: PathBuf,
     /// Port of its health and metrics listener.
     pub port: u16,
@@ -62,23 +79,24 @@ pub struct Daemon {
 impl Daemon {
     fn start(config: &Path, log: PathBuf, port: u16) -> Daemon {
         let stderr = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        let child = Command::new(env!("CARGO_BIN_EXE_kubescaler"))
-            .arg("--config")
-            .arg(config)
-            // Only the config file speaks: no CLUSTER_NAME, DIGITALOCEAN_API_URL... from the
-            // developer's environment.
-            .env_clear()
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start kubescaler: {e}"));
+        let child = spawn(config, stderr);
         Daemon {
             child: Some(child),
+            config: config.to_path_buf(),
             log,
             port,
         }
+    }
+
+    /// SIGKILL, then a new process with the same config, log (appended) and port: a crash and
+    /// restart, or a replacement pod.
+    pub fn restart(&mut self) {
+        self.kill();
+        let stderr = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
+        self.child = Some(spawn(&self.config, stderr));
     }
 
     /// Whether the process still runs.
@@ -160,6 +178,36 @@ pub struct World {
     max_count: Arc<AtomicU32>,
 }
 
+/// How to build a world beyond the defaults.
+#[derive(Clone, Debug)]
+pub struct WorldOptions {
+    /// Random API faults throughout.
+    pub chaos: bool,
+    /// kubescaler processes (with more than one, they elect a leader).
+    pub replicas: usize,
+    /// Config keys that replace the defaults of [`config_yaml`] (value as YAML).
+    pub settings: Vec<(&'static str, String)>,
+    /// Nodes the pool starts with.
+    pub initial_nodes: u32,
+    /// The fake's `delete_delay`.
+    pub delete_delay: Duration,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            chaos: false,
+            replicas: 1,
+            settings: Vec::new(),
+            initial_nodes: 1,
+            delete_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The field manager `kubectl cordon`/`uncordon` write with: a person's hand.
+pub const PERSON: &str = "kubectl-cordon";
+
 impl World {
     /// One kubescaler, leader election off.
     pub async fn start(
@@ -182,11 +230,35 @@ impl World {
         chaos: bool,
         replicas: usize,
     ) -> World {
+        let options = WorldOptions {
+            chaos,
+            replicas,
+            ..WorldOptions::default()
+        };
+        Self::start_with(spec_path, client, kubeconfig, tag, options).await
+    }
+
+    /// A world built with `options`.
+    pub async fn start_with(
+        spec_path: PathBuf,
+        client: Client,
+        kubeconfig: &Path,
+        tag: &str,
+        options: WorldOptions,
+    ) -> World {
+        let WorldOptions {
+            chaos,
+            replicas,
+            settings,
+            initial_nodes,
+            delete_delay,
+        } = options;
         let id = unique(tag);
         let fake = FakeDoks::start(FakeOptions {
             spec_path,
             token: TOKEN.to_owned(),
             boot_delay: Duration::from_secs(2),
+            delete_delay,
             kube: Some(client.clone()),
             server_pod_selector: Some(format!("{SERVER_KEY}={id}")),
             ..FakeOptions::default()
@@ -194,7 +266,8 @@ impl World {
         .await
         .unwrap_or_else(|e| panic!("start the DOKS fake: {e}"));
         let cluster_id = fake.add_cluster(&format!("cluster-{id}"));
-        let mut pool = PoolSpec::new(format!("pool-{id}"), SIZE, 1).label(POOL_KEY, &id);
+        let mut pool =
+            PoolSpec::new(format!("pool-{id}"), SIZE, initial_nodes).label(POOL_KEY, &id);
         pool.taints = vec![Taint {
             key: TAINT_KEY.to_owned(),
             value: id.clone(),
@@ -235,7 +308,7 @@ impl World {
         let daemons = (0..replicas)
             .map(|i| {
                 let port = free_port();
-                let mut yaml = config_yaml(&fake, &id, kubeconfig, port);
+                let mut yaml = config_yaml(&fake, &id, kubeconfig, port, &settings);
                 if replicas > 1 {
                     yaml.push_str(&format!(
                         "leader-election: true\n\
@@ -364,6 +437,51 @@ impl World {
             .collect()
     }
 
+    /// A person's `kubectl cordon` (or, with `false`, `kubectl uncordon`) of `node`: a merge
+    /// patch of `spec.unschedulable` under kubectl's field manager.
+    /// Returns false if the node is gone.
+    pub async fn person_sets_unschedulable(&self, node: &str, unschedulable: bool) -> bool {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let params = kube::api::PatchParams {
+            field_manager: Some(PERSON.to_owned()),
+            ..Default::default()
+        };
+        let patch = serde_json::json!({"spec": {"unschedulable": unschedulable}});
+        match api
+            .patch(node, &params, &kube::api::Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 404 => false,
+            Err(e) => panic!("person patch of node {node}: {e}"),
+        }
+    }
+
+    /// The live Node, if it exists.
+    pub async fn node(&self, name: &str) -> Option<Node> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        api.get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("get node {name}: {e}"))
+    }
+
+    /// DELETE requests the fake accepted (2xx) for the pool node `node_id`.
+    pub fn deletes_of(&self, node_id: &str) -> usize {
+        of(&self.fake, Operation::DeleteNode)
+            .iter()
+            .filter(|r| r.path.ends_with(node_id) && r.status.is_some_and(|s| s < 300))
+            .count()
+    }
+
+    /// The pool node named `name` as the fake has it.
+    pub fn pool_node(&self, name: &str) -> Option<doks_fake::NodeView> {
+        self.fake
+            .pool(&self.cluster_id, &self.pool_id)?
+            .nodes
+            .into_iter()
+            .find(|n| n.name == name)
+    }
+
     /// The pool's Node objects: name -> cordoned by kubescaler.
     pub async fn nodes(&self) -> BTreeMap<String, bool> {
         let api: Api<Node> = Api::all(self.client.clone());
@@ -447,9 +565,16 @@ impl World {
     }
 }
 
-/// The config file: every setting the test relies on, nothing from the environment.
-fn config_yaml(fake: &FakeDoks, id: &str, kubeconfig: &Path, port: u16) -> String {
-    format!(
+/// The config file: every setting the test relies on, nothing from the environment; a key of
+/// `settings` replaces its default line.
+fn config_yaml(
+    fake: &FakeDoks,
+    id: &str,
+    kubeconfig: &Path,
+    port: u16,
+    settings: &[(&'static str, String)],
+) -> String {
+    let defaults = format!(
         "cloud-provider: digitalocean\n\
          cloud-provider-token: {TOKEN}\n\
          digitalocean-api-url: {url}\n\
@@ -475,7 +600,33 @@ fn config_yaml(fake: &FakeDoks, id: &str, kubeconfig: &Path, port: u16) -> Strin
          http-listen-address: \"127.0.0.1:{port}\"\n",
         url = fake.base_url(),
         kubeconfig = kubeconfig.display(),
-    )
+    );
+    let mut yaml = String::new();
+    // Inside a replaced key's indented continuation lines (a list).
+    let mut skipping = false;
+    for line in defaults.lines() {
+        if line.starts_with(' ') && skipping {
+            continue;
+        }
+        let key = line.split(':').next().unwrap_or_default();
+        match settings.iter().find(|(k, _)| *k == key) {
+            Some((k, v)) => {
+                yaml.push_str(&format!("{k}: {v}\n"));
+                skipping = true;
+            }
+            None => {
+                yaml.push_str(line);
+                yaml.push('\n');
+                skipping = false;
+            }
+        }
+    }
+    for (k, v) in settings {
+        if !defaults.lines().any(|l| l.split(':').next() == Some(*k)) {
+            yaml.push_str(&format!("{k}: {v}\n"));
+        }
+    }
+    yaml
 }
 
 /// A loopback port free right now (the child binds it a moment later).
@@ -661,10 +812,10 @@ pub async fn scale_up_then_down_by_attrition(w: Arc<World>, slack: u32) {
     assert_eq!(w.count(), 1, "the pool went below its minimum");
     assert_eq!(w.nodes().await.len(), 1);
 
-    // The loop is still running: it keeps polling.
-    let polls = of(&w.fake, Operation::GetNodePool).len();
+    // The loop is still running: it keeps planning (reading the cloud only once a minute).
+    let passes = w.daemons()[0].log_count("planned");
     w.eventually("more passes", limit(10), || async {
-        (of(&w.fake, Operation::GetNodePool).len() >= polls + 2).then_some(())
+        (w.daemons()[0].log_count("planned") >= passes + 2).then_some(())
     })
     .await;
 }

@@ -74,6 +74,8 @@
 //! applied) and [`Fault::DropAfterApply`] (applied, then the connection is closed without an
 //! answer). Queued faults (`inject_fault(op, fault, n)`: the next `n` calls of `op`) come
 //! first; otherwise [`Chaos`] picks one of its faults at random with its probability.
+//! Two faults of the pool itself: [`FakeDoks::make_undeletable`] (every DELETE of one node
+//! fails with a 500) and [`FakeDoks::never_register_next`] (a node that never comes up).
 //!
 //! # Observing
 //! [`FakeDoks::requests`] logs every request: method, path, query, operation, status (none
@@ -514,6 +516,37 @@ impl FakeDoks {
             lock(&self.shared.faults)
                 .queued
                 .push((target.into(), fault, times));
+        }
+    }
+
+    /// Makes every DELETE of the pool node `node_id` fail with a 500 from now on: a node the
+    /// cloud cannot delete.
+    pub fn make_undeletable(&self, node_id: &str) {
+        lock(&self.shared.undeletable).insert(node_id.to_owned());
+    }
+
+    /// The next `n` nodes to finish booting never register as a Node and stay
+    /// `provisioning` (a node that never comes up).
+    pub fn never_register_next(&self, n: u32) {
+        *lock(&self.shared.never_register) += n;
+    }
+
+    /// Resizes a pool as someone outside kubescaler would (the cloud console, `doctl`): the
+    /// same effect as the API's update, without a request in the log. `false` if the pool is
+    /// unknown.
+    pub async fn resize(&self, cluster_id: &str, pool_id: &str, count: u32) -> bool {
+        let name = match self.pool(cluster_id, pool_id) {
+            Some(view) => view.name,
+            None => return false,
+        };
+        let body = serde_json::json!({"name": name, "count": count});
+        let result = lock(&self.shared.state).update_pool(cluster_id, pool_id, &body);
+        match result {
+            Ok((_, effects)) => {
+                server::run_effects(&self.shared, effects).await;
+                true
+            }
+            Err(_) => false,
         }
     }
 

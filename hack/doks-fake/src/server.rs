@@ -77,6 +77,10 @@ pub(crate) struct Shared {
     pub faults: Mutex<Faults>,
     pub log: Mutex<Vec<LoggedRequest>>,
     pub violations: Mutex<Vec<String>>,
+    /// Pool node ids whose every DELETE fails with a 500 (a node the cloud cannot delete).
+    pub undeletable: Mutex<std::collections::BTreeSet<String>>,
+    /// How many of the next nodes to boot never register as a Node (nor become running).
+    pub never_register: Mutex<u32>,
     pub kube: Option<KubeSide>,
     pub cleanup_on_shutdown: bool,
     base_url: String,
@@ -167,6 +171,8 @@ pub(crate) async fn start(
         }),
         log: Mutex::new(Vec::new()),
         violations: Mutex::new(Vec::new()),
+        undeletable: Mutex::new(std::collections::BTreeSet::new()),
+        never_register: Mutex::new(0),
         kube,
         cleanup_on_shutdown: options.cleanup_on_shutdown,
         base_url: base_url.clone(),
@@ -414,7 +420,13 @@ async fn handle(
     entry.operation = Some(op);
     entry.body = valid.body.clone();
 
-    let fault = lock(&shared.faults).next(op);
+    let mut fault = lock(&shared.faults).next(op);
+    if op == Operation::DeleteNode {
+        let node_id = path.rsplit('/').next().unwrap_or_default();
+        if lock(&shared.undeletable).contains(node_id) {
+            fault = Some(Fault::ServerError);
+        }
+    }
     entry.fault = fault;
     let early = match fault {
         Some(Fault::RateLimited { reset_in }) => Some((
@@ -598,7 +610,7 @@ fn list_clusters(shared: &Shared, valid: &ValidRequest<'_>) -> Answer {
 /// Starts what an operation left to do. With no deletion delay, removals are awaited so that
 /// the answer comes after the Node is gone; they run in their own tasks, so a client hanging
 /// up cannot cut one short.
-async fn run_effects(shared: &Arc<Shared>, effects: Vec<Effect>) {
+pub(crate) async fn run_effects(shared: &Arc<Shared>, effects: Vec<Effect>) {
     let mut removals = Vec::new();
     for effect in effects {
         match effect {
@@ -638,6 +650,14 @@ fn node_object(st: &State, addr: &NodeAddr) -> Option<NodeObject> {
 async fn boot(shared: Arc<Shared>, addr: NodeAddr) {
     if !sleep_or_stop(&shared, shared.boot_delay).await {
         return;
+    }
+    {
+        let mut never = lock(&shared.never_register);
+        if *never > 0 {
+            // A node that never comes up: it stays provisioning until deleted.
+            *never -= 1;
+            return;
+        }
     }
     if let Some(kube) = &shared.kube {
         let _serial = kube.serial.lock().await;

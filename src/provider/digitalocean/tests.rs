@@ -660,6 +660,30 @@ async fn grow_reads_the_count_fresh_before_deciding() {
 }
 
 #[tokio::test]
+async fn a_resize_answered_with_another_count_is_an_error() {
+    // DigitalOcean answers the PUT with the pool as it now is; a count other than the one
+    // asked for (a quota, a concurrent change) must not pass for success.
+    let (url, state) = start(Fake::new());
+    let driver = driver(&url);
+    driver.target_size().await.expect("resolves");
+    {
+        let mut fake = state.lock().expect("state");
+        let pool = Fake::pool_json(&fake.pools[1]);
+        fake.scripted
+            .push_back(Reply::json(200, json!({"node_pool": pool.clone()})));
+        // count 3 still, though 5 was asked for.
+        fake.scripted
+            .push_back(Reply::json(202, json!({"node_pool": pool})));
+    }
+    let error = driver.grow_to(5).await.expect_err("count not confirmed");
+    let text = error.to_string();
+    assert!(
+        text.contains("asked for 5") && text.contains("count 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn grow_to_the_current_count_sends_nothing() {
     let (url, state) = start(Fake::new());
     driver(&url).grow_to(3).await.expect("no-op");
@@ -684,8 +708,11 @@ async fn grow_retried_after_a_timeout_sets_the_same_absolute_count() {
         let pool = Fake::pool_json(&fake.pools[1]);
         fake.scripted
             .push_back(Reply::json(200, json!({"node_pool": pool})));
-        fake.scripted
-            .push_back(Reply::json(202, json!({})).delayed(Duration::from_secs(1)));
+        let mut grown = pool.clone();
+        grown["count"] = json!(5);
+        fake.scripted.push_back(
+            Reply::json(202, json!({"node_pool": grown})).delayed(Duration::from_secs(1)),
+        );
     }
     driver.grow_to(5).await.expect("grows after retry");
     let bodies: Vec<Value> = requests(&state)
