@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod actuator;
+pub mod agones;
 pub mod cli;
 pub mod config;
 pub mod http;

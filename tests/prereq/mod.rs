@@ -68,3 +68,31 @@ pub fn spec_or_skip(test: &str) -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// Environment variable naming Agones' CRD file (overrides `../shared/agones/agones-crds.yaml`).
+pub const AGONES_CRDS_ENV: &str = "KUBESCALER_AGONES_CRDS";
+
+/// Agones' CustomResourceDefinitions (`shared/agones/agones-crds.yaml` beside the
+/// repository), or `None` (after saying what is missing and how to get it) to skip `test`.
+#[allow(dead_code)]
+pub fn agones_crds_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let path = match std::env::var_os(AGONES_CRDS_ENV) {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::env::current_dir()
+            .unwrap_or_default()
+            .join("../shared/agones/agones-crds.yaml"),
+    };
+    if path.is_file() {
+        return Some(path);
+    }
+    skip(
+        test,
+        "Agones' CRDs (shared/agones/agones-crds.yaml)",
+        &format!(
+            "not at {}: set {AGONES_CRDS_ENV}=PATH to the file, or put shared/ beside the \
+             repository as CI does (README, Tests)",
+            path.display()
+        ),
+    );
+    None
+}
