@@ -317,17 +317,17 @@ impl fmt::Display for Range {
 /// Ten years in seconds: the longest duration a production pool could want before an action
 /// (in practice "never"), and still far from `i64::MAX` seconds, where a timestamp comparison
 /// would wrap.
-const TEN_YEARS_SEC: u64 = 10 * 365 * 24 * 3600;
+pub const TEN_YEARS_SEC: u64 = 10 * 365 * 24 * 3600;
 
 /// Largest pool: twice the 5,000 nodes upstream Kubernetes supports in one cluster, so every
 /// real pool fits, while a slip of a few digits (or `u32::MAX` as "unlimited") is refused.
-const MAX_POOL_NODES: u64 = 10_000;
+pub const MAX_POOL_NODES: u64 = 10_000;
 
 /// 1,000 cores in millicores: above the largest machine any cloud sells (under 1,000 vCPUs).
-const MAX_CPU_MILLIS: u64 = 1_000_000;
+pub const MAX_CPU_MILLIS: u64 = 1_000_000;
 
 /// 64 TiB: above the largest machine any cloud sells (32 TiB of memory).
-const MAX_MEMORY_BYTES: u64 = 64 << 40;
+pub const MAX_MEMORY_BYTES: u64 = 64 << 40;
 
 /// `minimum-node-pool-size`: 0 lets the pool empty when idle; at most [`MAX_POOL_NODES`].
 pub const MINIMUM_NODE_POOL_SIZE_RANGE: Range = Range::new(0, MAX_POOL_NODES, "nodes");

@@ -1,9 +1,11 @@
 //! kubescaler: scales a Kubernetes node pool for stateful dedicated game servers.
 //!
-//! The scaling decision is a pure function ([`planner::plan`]) from a [`model::ClusterSnapshot`],
-//! the pool's target size, the time and the [`config::Config`] to a [`planner::Plan`]. All I/O
-//! sits behind two traits, [`kubernetes::Kubernetes`] and [`provider::NodePoolProvider`], driven
-//! by the loop in [`scaler`].
+//! The scaling decision is a pure function ([`planner::plan_with`]) from a
+//! [`model::ClusterSnapshot`], the cloud pool matched against it ([`model::CloudView`]), the
+//! time and the planner settings to a [`planner::Plan`]. All I/O sits behind two traits,
+//! [`kubernetes::Kubernetes`] and [`provider::NodePoolProvider`], driven by the loop in
+//! [`scaler`]; the deletion sequence lives in [`actuator`], the ownership rule in
+//! [`kubernetes::marks`].
 
 #![warn(missing_docs)]
 

@@ -2,8 +2,8 @@
 //!
 //! **The rule.** A node is kubescaler's to uncordon, fence or delete only while it is cordoned
 //! (`spec.unschedulable`), carries [`CORDONED_BY_ANNOTATION`], and the API server's own record
-//! (`metadata.managedFields`) says that kubescaler's field manager ([`FIELD_MANAGER`]) was the
-//! last to set `spec.unschedulable`. A person's `kubectl cordon` is recorded under kubectl's
+//! (`metadata.managedFields`) says that kubescaler's field manager
+//! ([`FIELD_MANAGER`](crate::model::FIELD_MANAGER)) was the last to set `spec.unschedulable`. A person's `kubectl cordon` is recorded under kubectl's
 //! manager, so it is never mistaken for kubescaler's, whatever annotations an earlier cordon
 //! left behind. A node that a person cordoned is never uncordoned, fenced or deleted.
 //!
