@@ -197,10 +197,9 @@ impl Scaler {
     }
 
     /// The cloud pool matched against the registered nodes.
-    fn cloud_view(&self, snapshot: &ClusterSnapshot) -> Result<CloudView, ScaleError> {
-        let pool = match &self.cloud {
-            Some(c) => &c.pool,
-            None => return Ok(CloudView::default()),
+    fn cloud_view(&self, snapshot: &ClusterSnapshot) -> CloudView {
+        let Some(pool) = self.cloud.as_ref().map(|c| &c.pool) else {
+            return CloudView::default();
         };
         let mut members = BTreeMap::new();
         let mut matched = BTreeSet::new();
@@ -222,7 +221,7 @@ impl Scaler {
                 }
             }
         }
-        Ok(CloudView {
+        CloudView {
             target: pool.target,
             members,
             unregistered: pool
@@ -232,18 +231,17 @@ impl Scaler {
                 .cloned()
                 .collect(),
             template: pool.template,
-        })
+        }
     }
 
-    fn plan(&self, snapshot: &ClusterSnapshot, now: Timestamp) -> Result<Plan, ScaleError> {
-        let view = self.cloud_view(snapshot)?;
-        Ok(planner::plan_with(
+    fn plan(&self, snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
+        planner::plan_with(
             snapshot,
-            &view,
+            &self.cloud_view(snapshot),
             &self.actuator.held_back(now),
             now,
             &self.planner,
-        ))
+        )
     }
 
     /// One reconcile: snapshot, plan, act.
@@ -265,10 +263,10 @@ impl Scaler {
             self.read_cloud(nodes.clone(), now, &mut report).await?;
             fresh = true;
         }
-        let mut plan = self.plan(&snapshot, now)?;
+        let mut plan = self.plan(&snapshot, now);
         if !fresh && !self.dry_run && plan.changes_cloud() {
             self.read_cloud(nodes, now, &mut report).await?;
-            plan = self.plan(&snapshot, now)?;
+            plan = self.plan(&snapshot, now);
         }
         self.telemetry.observe_pool(&plan.summary);
 
@@ -940,19 +938,25 @@ mod tests {
         (k, p)
     }
 
-    #[tokio::test]
-    async fn server_pod_found_by_live_recheck_cancels_the_deletion_and_lifts_the_fence() {
-        let (mut k, mut p) = busy_pool_sides();
+    /// The fence on `c` goes on; the deletion must be called off: the fence lifted once and no
+    /// DELETE sent.
+    fn expect_fence_then_release(k: &mut MockKubernetes, p: &mut MockNodePoolProvider) {
         k.expect_mark()
             .withf(|_, op| is_op(op, "fence"))
             .returning(|n, _| applied(n));
-        k.expect_live_server_pods()
-            .returning(|_| Ok(vec!["g/just-scheduled".to_string()]));
         k.expect_mark()
             .withf(|n, op| n == "c" && is_op(op, "release"))
             .times(1)
             .returning(|n, _| applied(n));
         p.expect_delete_instance().times(0);
+    }
+
+    #[tokio::test]
+    async fn server_pod_found_by_live_recheck_cancels_the_deletion_and_lifts_the_fence() {
+        let (mut k, mut p) = busy_pool_sides();
+        expect_fence_then_release(&mut k, &mut p);
+        k.expect_live_server_pods()
+            .returning(|_| Ok(vec!["g/just-scheduled".to_string()]));
         let report = scaler(k, p, false)
             .reconcile()
             .await
@@ -964,17 +968,10 @@ mod tests {
     async fn a_node_uncordoned_inside_the_deletion_window_is_not_deleted() {
         // The fence went on, then a person uncordoned: the live read of the node shows it.
         let (mut k, mut p) = busy_pool_sides();
-        k.expect_mark()
-            .withf(|_, op| is_op(op, "fence"))
-            .returning(|n, _| applied(n));
+        expect_fence_then_release(&mut k, &mut p);
         k.expect_live_server_pods().returning(|_| Ok(vec![]));
         k.expect_live_node()
             .returning(|n| Ok(Some(live(n, false, true))));
-        k.expect_mark()
-            .withf(|n, op| n == "c" && is_op(op, "release"))
-            .times(1)
-            .returning(|n, _| applied(n));
-        p.expect_delete_instance().times(0);
         let report = scaler(k, p, false)
             .reconcile()
             .await
