@@ -26,7 +26,10 @@ pub fn skip(test: &str, missing: &str, how: &str) {
         !required(),
         "{test}: {REQUIRED_ENV}=1 but it needs {missing}, which is missing ({how})"
     );
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {missing}; {how}");
+    // Formatted first and written in one call: unbuffered stderr writes each piece of a
+    // `writeln!` separately, and parallel tests' output then lands inside the line.
+    let said = format!("SKIPPED {test}: needs {missing}; {how}\n");
+    let _ = std::io::stderr().write_all(said.as_bytes());
     if let Some(log) = std::env::var_os(SKIP_LOG_ENV).filter(|p| !p.is_empty()) {
         // One short append per skip: concurrent test binaries do not interleave within it.
         let line = format!("{test}\t{missing}\t{how}\n");
