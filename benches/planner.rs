@@ -82,6 +82,7 @@ fn pool(nodes: usize) -> ClusterSnapshot {
                 },
                 is_server: false,
                 is_daemon: true,
+                game_server: None,
             });
         }
         for s in 0..servers {
@@ -94,6 +95,7 @@ fn pool(nodes: usize) -> ClusterSnapshot {
                 },
                 is_server: true,
                 is_daemon: false,
+                game_server: None,
             });
         }
     }
@@ -107,6 +109,7 @@ fn pool(nodes: usize) -> ClusterSnapshot {
             },
             is_server: true,
             is_daemon: false,
+            game_server: None,
         });
     }
     snapshot
@@ -125,6 +128,8 @@ fn cfg(nodes: usize) -> PlannerConfig {
         empty_node_expiration_sec: 120,
         node_boot_timeout_sec: 600,
         node_template: None,
+        server_source: kubescaler::model::ServerSource::Pods,
+        agones: kubescaler::agones::AgonesSettings::default(),
     }
 }
 

@@ -7,9 +7,11 @@
 //! 2. **fence** it: kubescaler's own NoSchedule taint ([`FENCE_TAINT`]) and the request time,
 //!    written only if the live node is still cordoned by kubescaler (the ownership rule of
 //!    [`crate::kubernetes::marks`]), so nothing new lands there, whatever a person does;
-//! 3. **re-check live**: the server pods bound to it, then the node itself, both read from the
-//!    API server; a server pod, or a node that is no longer kubescaler's (a person uncordoned
-//!    or re-cordoned it), cancels the deletion (Event, metric) and lifts the fence;
+//! 3. **re-check live**: the server pods bound to it, in Agones mode its GameServers and their
+//!    pods, then the node itself, all read from the API server; a server pod, any GameServer
+//!    not on its way out (an allocation ignores cordons and fences, so even a Ready one could
+//!    become a match), or a node that is no longer kubescaler's (a person uncordoned or
+//!    re-cordoned it) cancels the deletion (Event, metric) and lifts the fence;
 //! 4. **DELETE** the instance at once (one request: the pool read of step 1 already resolved
 //!    it), then record the accepted deletion on the node ([`DELETION_ACCEPTED_ANNOTATION`]),
 //!    so that a restarted or newly elected replica does not delete it twice.
@@ -18,6 +20,12 @@
 //! deletion keeps failing is held back with a growing delay ([`Actuator::held_back`], which
 //! the planner skips) and reported by a `DeleteFailed` Event, instead of being retried first on
 //! every pass.
+//!
+//! Compaction (Agones mode) belongs to the same sequence: before a surplus node can be
+//! deleted its Ready GameServers must go. [`Actuator::compact`] deletes them one by one, each
+//! only if still at the resourceVersion the planner read (an allocation racing the delete
+//! wins, and the node stays), on a node still cordoned by kubescaler, at most
+//! `agones-compaction-per-minute` a minute.
 //!
 //! [`FENCE_TAINT`]: crate::model::FENCE_TAINT
 //! [`DELETION_ACCEPTED_ANNOTATION`]: crate::model::DELETION_ACCEPTED_ANNOTATION
@@ -29,6 +37,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::agones::{GameServerDelete, GameServerInfo};
 use crate::kubernetes::{ActionEvent, EventReason, Kubernetes, MarkOp, MarkOutcome};
 use crate::model::{CloudNode, CloudPool, InstanceStatus, FENCE_TAINT};
 use crate::provider::{NodePoolProvider, NodeRef};
@@ -61,12 +70,55 @@ struct Failures {
     retry_at: Timestamp,
 }
 
+/// What one node's compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// GameServers deleted.
+    pub deleted: u32,
+    /// Left alone: changed since read (an allocation won).
+    pub conflicts: u32,
+    /// Already gone.
+    pub gone: u32,
+    /// Not attempted: the rate limit is spent for now.
+    pub deferred: u32,
+    /// Not attempted at all, and why (the node is no longer kubescaler's, or a read failed).
+    pub skipped: Option<String>,
+}
+
+/// The compaction rate limit: a bucket of `per_minute` deletions, refilled continuously.
+#[derive(Clone, Debug)]
+struct Bucket {
+    per_minute: u32,
+    tokens: f64,
+    at: Option<Timestamp>,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Timestamp) -> bool {
+        let cap = f64::from(self.per_minute);
+        let elapsed = self
+            .at
+            .map_or(60.0, |at| now.duration_since(at).as_secs_f64().max(0.0));
+        self.tokens = (self.tokens + elapsed * cap / 60.0).min(cap);
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Carries out deletions; remembers failures between passes.
 pub struct Actuator {
     k8s: Arc<dyn Kubernetes>,
     provider: Arc<dyn NodePoolProvider>,
     telemetry: Arc<Telemetry>,
     failures: HashMap<String, Failures>,
+    /// Agones mode: GameServers are re-checked before a deletion.
+    agones: bool,
+    compaction: Bucket,
 }
 
 impl Actuator {
@@ -81,7 +133,118 @@ impl Actuator {
             provider,
             telemetry,
             failures: HashMap::new(),
+            agones: false,
+            compaction: Bucket {
+                per_minute: 0,
+                tokens: 0.0,
+                at: None,
+            },
         }
+    }
+
+    /// Agones mode: re-checks GameServers before each deletion, and compacts at most
+    /// `compaction_per_minute` GameServers a minute.
+    pub fn with_agones(mut self, compaction_per_minute: u32) -> Self {
+        self.agones = true;
+        self.compaction = Bucket {
+            per_minute: compaction_per_minute,
+            tokens: 0.0,
+            at: None,
+        };
+        self
+    }
+
+    /// Deletes the Ready GameServers the planner chose on `node` (see the module docs), and
+    /// records one `Compact` Event for the node if any went.
+    pub async fn compact(
+        &mut self,
+        node: &str,
+        game_servers: &[GameServerInfo],
+        now: Timestamp,
+    ) -> Compaction {
+        let span = info_span!("compact", node = %node, candidates = game_servers.len());
+        let done = self
+            .compact_node(node, game_servers, now)
+            .instrument(span.clone())
+            .await;
+        let _in = span.enter();
+        if let Some(why) = &done.skipped {
+            info!(why = %why, "compaction skipped");
+        } else {
+            info!(
+                deleted = done.deleted,
+                conflicts = done.conflicts,
+                gone = done.gone,
+                deferred = done.deferred,
+                "compacted"
+            );
+        }
+        if done.deleted > 0 {
+            self.telemetry
+                .action_done(crate::planner::ActionKind::Compact);
+            self.publish(
+                EventReason::Compact,
+                node,
+                format!(
+                    "deleted {} Ready GameServers of this surplus node so that it can empty ({} allocated meanwhile and kept, {} already gone, {} left for later by agones-compaction-per-minute)",
+                    done.deleted, done.conflicts, done.gone, done.deferred
+                ),
+            )
+            .await;
+        }
+        done
+    }
+
+    async fn compact_node(
+        &mut self,
+        node: &str,
+        game_servers: &[GameServerInfo],
+        now: Timestamp,
+    ) -> Compaction {
+        let mut done = Compaction::default();
+        // Only a node kubescaler still holds cordoned: a person's uncordon or cordon ends it.
+        match self.k8s.live_node(node).await {
+            Ok(Some(live)) if live.cordoned_by_kubescaler => {}
+            Ok(Some(_)) => {
+                done.skipped = Some("the node is no longer cordoned by kubescaler".into());
+                return done;
+            }
+            Ok(None) => {
+                done.skipped = Some("the node is gone".into());
+                return done;
+            }
+            Err(e) => {
+                done.skipped = Some(e.to_string());
+                return done;
+            }
+        }
+        for (i, gs) in game_servers.iter().enumerate() {
+            if !self.compaction.take(now) {
+                done.deferred = (game_servers.len() - i) as u32;
+                break;
+            }
+            match self.k8s.delete_game_server(gs).await {
+                Ok(GameServerDelete::Deleted) => {
+                    done.deleted += 1;
+                    self.telemetry.game_server_compacted("deleted");
+                }
+                Ok(GameServerDelete::Conflict) => {
+                    info!(game_server = %gs.key, "changed since read (allocated?): kept");
+                    done.conflicts += 1;
+                    self.telemetry.game_server_compacted("conflict");
+                }
+                Ok(GameServerDelete::Gone) => {
+                    done.gone += 1;
+                    self.telemetry.game_server_compacted("gone");
+                }
+                Err(e) => {
+                    warn!(game_server = %gs.key, error = %e, "cannot delete GameServer");
+                    done.skipped = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        done
     }
 
     /// Reports into `telemetry` from now on.
@@ -237,6 +400,25 @@ impl Actuator {
             Err(e) => {
                 self.release(&node.name).await;
                 return Outcome::Failed(e.to_string());
+            }
+        }
+        if self.agones {
+            match self.k8s.live_node_game_servers(&node.name).await {
+                Ok(live) => {
+                    let blockers = live.blockers();
+                    if !blockers.is_empty() {
+                        return self
+                            .cancel(
+                                &node.name,
+                                format!("live re-check found {}", blockers.join(", ")),
+                            )
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    self.release(&node.name).await;
+                    return Outcome::Failed(e.to_string());
+                }
             }
         }
         match self.k8s.live_node(&node.name).await {

@@ -4,8 +4,10 @@
 //! The facts (states, their meaning, Agones' own deletability rule, the Fleet label) are those
 //! of `../shared/agones/README.md` and the GameServer CRD's `status.state` enum.
 //!
-//! This is the model the `server-source: agones` mode (issue 11) builds on: which GameServers
-//! are live matches (never disturbed), which are warm Ready slots, which are on their way.
+//! This is the model of the `server-source: agones` mode: which GameServers are live matches
+//! (never disturbed), which are warm Ready slots, which are on their way; which of a node's
+//! GameServers may be removed to empty it (compaction), and the per-Fleet buffer the
+//! FleetAutoscalers ask for.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,85 @@ pub const KIND: &str = "GameServer";
 pub const PLURAL: &str = "gameservers";
 /// Label a GameServerSet puts on its GameServers: the Fleet's name.
 pub const FLEET_LABEL: &str = "agones.dev/fleet";
+/// Label Agones puts on a GameServer's pod: `gameserver`.
+pub const ROLE_LABEL: &str = "agones.dev/role";
+/// Value of [`ROLE_LABEL`] on a GameServer's pod.
+pub const ROLE_GAMESERVER: &str = "gameserver";
+/// Label Agones puts on a GameServer's pod: the GameServer's name.
+pub const GAMESERVER_LABEL: &str = "agones.dev/gameserver";
+/// API group of FleetAutoscalers.
+pub const AUTOSCALING_GROUP: &str = "autoscaling.agones.dev";
+
+/// How the buffer is sized in Agones mode (`agones-buffer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgonesBuffer {
+    /// `buffer-slot-size` slots: free room plus Ready and starting GameServers.
+    #[default]
+    Fixed,
+    /// From the FleetAutoscalers' Buffer policies: per Fleet, its Ready buffer plus room for
+    /// the autoscaler's next step (as large again, within its maxReplicas), at least
+    /// `buffer-slot-size` in all.
+    FleetAutoscalers,
+}
+
+impl AgonesBuffer {
+    /// The config value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgonesBuffer::Fixed => "fixed",
+            AgonesBuffer::FleetAutoscalers => "fleet-autoscalers",
+        }
+    }
+}
+
+impl std::str::FromStr for AgonesBuffer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fixed" => Ok(AgonesBuffer::Fixed),
+            "fleet-autoscalers" => Ok(AgonesBuffer::FleetAutoscalers),
+            other => Err(format!("unknown agones buffer {other:?}")),
+        }
+    }
+}
+
+/// The settings of the Agones mode (the `agones-*` keys), in one place.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AgonesSettings {
+    /// Namespaces whose GameServers count toward the buffer and may be compacted; empty: all.
+    pub namespaces: Vec<String>,
+    /// Fleets whose GameServers count toward the buffer and may be compacted; empty: all.
+    pub fleets: Vec<String>,
+    /// Ready GameServers compaction may delete per minute; 0 turns compaction off.
+    pub compaction_per_minute: u32,
+    /// How the buffer is sized.
+    pub buffer: AgonesBuffer,
+}
+
+impl AgonesSettings {
+    /// Whether `gs` is in scope: its namespace and Fleet are among those configured (an empty
+    /// list admits all). Out-of-scope GameServers still protect their nodes; they are only
+    /// not counted as warm slots nor compacted.
+    pub fn in_scope(&self, gs: &GameServerInfo) -> bool {
+        let namespace = gs.key.split_once('/').map_or("", |(ns, _)| ns);
+        let namespace_ok =
+            self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace);
+        let fleet_ok = self.fleets.is_empty()
+            || gs
+                .fleet
+                .as_deref()
+                .is_some_and(|f| self.fleets.iter().any(|n| n == f));
+        namespace_ok && fleet_ok
+    }
+
+    /// Whether a FleetAutoscaler of `namespace` for `fleet` is in scope.
+    pub fn fleet_in_scope(&self, namespace: &str, fleet: &str) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+            && (self.fleets.is_empty() || self.fleets.iter().any(|n| n == fleet))
+    }
+}
 
 /// The resource description kube's dynamic API needs to read GameServers.
 pub fn game_server_resource() -> ApiResource {
@@ -167,6 +248,142 @@ pub fn game_server_info(object: &DynamicObject) -> Option<GameServerInfo> {
             .and_then(|l| l.get(FLEET_LABEL))
             .cloned(),
     })
+}
+
+/// The resource description of FleetAutoscalers (`autoscaling.agones.dev/v1`).
+pub fn fleet_autoscaler_resource() -> ApiResource {
+    ApiResource {
+        group: AUTOSCALING_GROUP.into(),
+        version: VERSION.into(),
+        api_version: format!("{AUTOSCALING_GROUP}/{VERSION}"),
+        kind: "FleetAutoscaler".into(),
+        plural: "fleetautoscalers".into(),
+    }
+}
+
+/// What one FleetAutoscaler's Buffer policy asks of the nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FleetBuffer {
+    /// `namespace/name` of the FleetAutoscaler.
+    pub key: String,
+    /// The Fleet it scales.
+    pub fleet: String,
+    /// Ready GameServers it keeps (bufferSize, a percentage resolved on its current replicas).
+    pub ready: u32,
+    /// Replicas it may still add before its maxReplicas: the most its next step can ask.
+    pub headroom: u32,
+}
+
+impl FleetBuffer {
+    /// Slots the nodes must offer for this Fleet: its Ready buffer, plus room for the next
+    /// step as large again (when a burst allocates the Ready ones, the autoscaler creates as
+    /// many new GameServers, which need room at once), capped by its maxReplicas.
+    pub fn slots(&self) -> u32 {
+        self.ready.saturating_add(self.ready.min(self.headroom))
+    }
+}
+
+/// Reduces a FleetAutoscaler with a Buffer policy; `None` for another policy type (Webhook,
+/// Counter, List... say nothing a node scaler can size from) or a malformed one.
+pub fn fleet_buffer(object: &DynamicObject) -> Option<FleetBuffer> {
+    let meta = &object.metadata;
+    let name = meta.name.as_deref()?;
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let spec = object.data.get("spec")?;
+    let fleet = spec.get("fleetName")?.as_str()?.to_string();
+    let policy = spec.get("policy")?;
+    if policy.get("type").and_then(|t| t.as_str()) != Some("Buffer") {
+        return None;
+    }
+    let buffer = policy.get("buffer")?;
+    let max = buffer.get("maxReplicas")?.as_u64()?;
+    let current = object
+        .data
+        .get("status")
+        .and_then(|s| s.get("currentReplicas"))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    let size = buffer.get("bufferSize")?;
+    let ready = match (size.as_u64(), size.as_str()) {
+        (Some(n), _) => n,
+        (None, Some(text)) => {
+            let pct: u64 = text.strip_suffix('%')?.trim().parse().ok()?;
+            // Agones keeps pct% of all replicas Ready: at least one while any are wanted.
+            (current * pct).div_ceil(100).max(u64::from(pct > 0))
+        }
+        _ => return None,
+    };
+    let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    Some(FleetBuffer {
+        key: format!("{namespace}/{name}"),
+        fleet,
+        ready: clamp(ready.min(max)),
+        headroom: clamp(max.saturating_sub(current)),
+    })
+}
+
+/// A pod of a node as the last check before deletion reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LivePod {
+    /// `namespace/name`.
+    pub key: String,
+    /// `namespace/name` of its GameServer ([`GAMESERVER_LABEL`]), for a GameServer's pod.
+    pub game_server: Option<String>,
+}
+
+/// What a node holds, read live right before its deletion: the GameServers whose
+/// `status.nodeName` is the node, and the GameServer pods bound to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveNodeServers {
+    /// GameServers on the node.
+    pub game_servers: Vec<GameServerInfo>,
+    /// GameServer pods (non-terminal) on the node.
+    pub pods: Vec<LivePod>,
+}
+
+impl LiveNodeServers {
+    /// What keeps the node from being deleted, one entry each (empty: nothing). A GameServer
+    /// on its way out (Shutdown, Error, Unhealthy, or being deleted) holds no match; every
+    /// other one could receive one (a Ready one by allocation, which ignores the cordon), and
+    /// a GameServer pod whose GameServer is not among the leaving ones may be anything.
+    pub fn blockers(&self) -> Vec<String> {
+        let leaving = |gs: &GameServerInfo| gs.being_deleted || gs.state.is_leaving();
+        let mut out: Vec<String> = self
+            .game_servers
+            .iter()
+            .filter(|gs| !leaving(gs))
+            .map(|gs| format!("GameServer {} ({:?})", gs.key, gs.state))
+            .collect();
+        for pod in &self.pods {
+            let known_leaving = pod.game_server.as_ref().is_some_and(|k| {
+                self.game_servers
+                    .iter()
+                    .any(|gs| &gs.key == k && leaving(gs))
+            });
+            let counted = pod
+                .game_server
+                .as_ref()
+                .is_some_and(|k| self.game_servers.iter().any(|gs| &gs.key == k));
+            if !known_leaving && !counted {
+                out.push(format!(
+                    "GameServer pod {} (its GameServer not seen)",
+                    pod.key
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The answer to a delete of a GameServer with a resourceVersion precondition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GameServerDelete {
+    /// Deleted: it was still as read.
+    Deleted,
+    /// 409 Conflict: it changed since it was read (an allocation won); left alone.
+    Conflict,
+    /// Already gone.
+    Gone,
 }
 
 /// The GameServers of one node, by what they mean to the node scaler.

@@ -227,6 +227,30 @@ pub struct Overrides {
     #[arg(long, global = true, value_name = "LIST")]
     pub server_pod_tolerations: Option<String>,
 
+    /// Where game servers are learnt from: pods or agones [env: SERVER_SOURCE] [default: pods]
+    #[arg(long, global = true, value_name = "SOURCE")]
+    pub server_source: Option<String>,
+
+    /// Agones mode: comma-separated namespaces whose GameServers count and may be compacted
+    /// (empty: all) [env: AGONES_NAMESPACES]
+    #[arg(long, global = true, value_name = "LIST")]
+    pub agones_namespaces: Option<String>,
+
+    /// Agones mode: comma-separated Fleets whose GameServers count and may be compacted
+    /// (empty: all) [env: AGONES_FLEETS]
+    #[arg(long, global = true, value_name = "LIST")]
+    pub agones_fleets: Option<String>,
+
+    /// Agones mode: Ready GameServers compaction may delete per minute, 0 = off
+    /// [env: AGONES_COMPACTION_PER_MINUTE] [default: 30]
+    #[arg(long, global = true, value_name = "COUNT")]
+    pub agones_compaction_per_minute: Option<String>,
+
+    /// Agones mode: buffer sizing, fixed or fleet-autoscalers [env: AGONES_BUFFER]
+    /// [default: fixed]
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub agones_buffer: Option<String>,
+
     /// Seconds a cordoned empty node is kept before deletion [env: EMPTY_NODE_EXPIRATION_SEC]
     /// [default: 120]
     #[arg(long, global = true, value_name = "SECONDS")]
@@ -353,6 +377,14 @@ impl Overrides {
                 &self.server_memory_resource_request,
             ),
             text("server-pod-tolerations", &self.server_pod_tolerations),
+            text("server-source", &self.server_source),
+            text("agones-namespaces", &self.agones_namespaces),
+            text("agones-fleets", &self.agones_fleets),
+            text(
+                "agones-compaction-per-minute",
+                &self.agones_compaction_per_minute,
+            ),
+            text("agones-buffer", &self.agones_buffer),
             text("empty-node-expiration-sec", &self.empty_node_expiration_sec),
             text("node-boot-timeout-sec", &self.node_boot_timeout_sec),
             text("log-format", &self.log_format),

@@ -21,8 +21,9 @@ use config::{Value as LayerValue, ValueKind};
 use serde::Serialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+use crate::agones::{AgonesBuffer, AgonesSettings};
 use crate::cli::{Cli, FlagValue, Overrides};
-use crate::model::{Resources, Toleration};
+use crate::model::{Resources, ServerSource, Toleration};
 use crate::provider;
 use crate::quantity;
 use crate::selector::{self, LabelSelector};
@@ -125,6 +126,10 @@ pub struct Config {
     pub server_memory_resource_request: Option<u64>,
     /// Taints the server pods tolerate (`key=value:Effect`, `key:Effect`, `key`, `*`).
     pub server_pod_tolerations: Vec<Toleration>,
+    /// Where game servers are learnt from: server pods, or Agones GameServers.
+    pub server_source: ServerSource,
+    /// The `agones-*` settings (defaults unless `server-source: agones`).
+    pub agones: AgonesSettings,
     /// Seconds a node stays cordoned by kubescaler before it may be deleted once empty.
     pub empty_node_expiration_sec: u64,
     /// Seconds a registered but not-yet-Ready node counts as booting capacity.
@@ -215,6 +220,11 @@ const CORE_KEYS_TAIL: &[&str] = &[
     "server-cpu-resource-request",
     "server-memory-resource-request",
     "server-pod-tolerations",
+    "server-source",
+    "agones-namespaces",
+    "agones-fleets",
+    "agones-compaction-per-minute",
+    "agones-buffer",
     "empty-node-expiration-sec",
     "node-boot-timeout-sec",
     "dry-run",
@@ -361,6 +371,10 @@ pub const NODE_TEMPLATE_MEMORY_RANGE: Range = Range::new(1, MAX_MEMORY_BYTES, "b
 pub const NODE_TEMPLATE_PODS_RANGE: Range = Range::new(1, 1000, "pods");
 /// `leader-election-lease-duration-sec`: at least 5 s, as renewals need a few seconds of slack;
 /// at most an hour, the longest a crashed leader may keep the standby from scaling.
+/// `agones-compaction-per-minute`: 0 (off) to 10 a second, far above what a Fleet can
+/// recreate, while a slip of digits is refused.
+pub const AGONES_COMPACTION_PER_MINUTE_RANGE: Range = Range::new(0, 600, "GameServers per minute");
+/// `leader-election-lease-duration-sec`.
 pub const LEADER_ELECTION_LEASE_DURATION_SEC_RANGE: Range = Range::new(5, 3600, "seconds");
 
 /// Every numeric key with its allowed range, in [`KEYS`] order: the one declaration the loader
@@ -377,6 +391,10 @@ pub const RANGES: &[(&str, Range)] = &[
     (
         "server-memory-resource-request",
         SERVER_MEMORY_RESOURCE_REQUEST_RANGE,
+    ),
+    (
+        "agones-compaction-per-minute",
+        AGONES_COMPACTION_PER_MINUTE_RANGE,
     ),
     ("empty-node-expiration-sec", EMPTY_NODE_EXPIRATION_SEC_RANGE),
     ("node-boot-timeout-sec", NODE_BOOT_TIMEOUT_SEC_RANGE),
@@ -808,6 +826,9 @@ fn default_layer() -> Layer {
     l.set(d, "buffer-slot-size", ValueKind::U64(4));
     l.set(d, "scale-loop-tick-sec", ValueKind::U64(10));
     l.set(d, "server-cpu-resource-request", ValueKind::U64(1000));
+    l.set(d, "server-source", ValueKind::String("pods".into()));
+    l.set(d, "agones-compaction-per-minute", ValueKind::U64(30));
+    l.set(d, "agones-buffer", ValueKind::String("fixed".into()));
     l.set(d, "empty-node-expiration-sec", ValueKind::U64(120));
     l.set(d, "node-boot-timeout-sec", ValueKind::U64(600));
     l.set(d, "dry-run", ValueKind::Boolean(false));
@@ -1156,6 +1177,21 @@ fn allowed_detail(key: &str) -> String {
              (so not *)"
                 .into()
         }
+        "server-source" => "pods or agones".into(),
+        "agones-namespaces" => {
+            "a list (comma-separated in env/flags) of namespace names; empty: all; only with \
+             server-source agones"
+                .into()
+        }
+        "agones-fleets" => {
+            "a list (comma-separated in env/flags) of Fleet names; empty: all; only with \
+             server-source agones"
+                .into()
+        }
+        "agones-compaction-per-minute" => {
+            "0 turns compaction off; only with server-source agones".into()
+        }
+        "agones-buffer" => "fixed or fleet-autoscalers; only with server-source agones".into(),
         "dry-run" => "true or false".into(),
         "log-format" => "text or json".into(),
         "log-level" => {
@@ -1380,6 +1416,17 @@ fn check_log_level(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS label (RFC 1123), as namespace and Fleet names are.
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// Why the required keys have no default.
 const WHY_CLUSTER: &str = "it names the cloud-side cluster whose pool is scaled";
 const WHY_POOL: &str = "it names the cloud-side node pool that is resized";
@@ -1579,6 +1626,9 @@ impl Resolver<'_> {
             })
             // Unset (no error recorded): no tolerations.
             .or_else(|| self.get("server-pod-tolerations").is_none().then(Vec::new));
+        let server_source =
+            self.parsed("server-source", |k, _| to_text(k)?.parse::<ServerSource>());
+        let agones = self.agones_settings(server_source);
         let expiration = self.parsed("empty-node-expiration-sec", |k, _| {
             EMPTY_NODE_EXPIRATION_SEC_RANGE.check(to_u64(k))
         });
@@ -1635,6 +1685,8 @@ impl Resolver<'_> {
             server_cpu_resource_request: cpu?,
             server_memory_resource_request: memory,
             server_pod_tolerations: tolerations?,
+            server_source: server_source?,
+            agones: agones?,
             empty_node_expiration_sec: expiration?,
             node_boot_timeout_sec: boot_timeout?,
             dry_run: dry_run?,
@@ -1647,6 +1699,68 @@ impl Resolver<'_> {
             leader_election_lease_name: lease_name?,
             leader_election_lease_duration_sec: lease_duration?,
             leader_election_identity: identity,
+        })
+    }
+
+    /// The `agones-*` settings, each validated; set while `server-source` is not `agones` they
+    /// are refused, as they would do nothing.
+    fn agones_settings(&mut self, source: Option<ServerSource>) -> Option<AgonesSettings> {
+        const KEYS: [&str; 4] = [
+            "agones-namespaces",
+            "agones-fleets",
+            "agones-compaction-per-minute",
+            "agones-buffer",
+        ];
+        let mut valid = true;
+        if source == Some(ServerSource::Pods) {
+            for key in KEYS {
+                // Defaults are not a choice the operator made.
+                if let Some((kind, from)) =
+                    self.get(key).filter(|(_, f)| *f != ValueSource::Default)
+                {
+                    valid = false;
+                    self.invalid(
+                        key,
+                        &kind,
+                        from,
+                        "an Agones setting, but server-source is \"pods\": it would be ignored"
+                            .into(),
+                    );
+                }
+            }
+        }
+        // Fleet names are object names and may hold dots; namespace names may not.
+        let names = |s: &mut Self, key: &'static str, dots: bool| {
+            s.parsed(key, |k, _| {
+                let items = to_list(k)?;
+                for item in &items {
+                    if !is_dns_label(&item.replace('.', if dots { "-" } else { "." })) {
+                        return Err(format!(
+                            "{item:?} is not a {} name (lower-case letters, digits and '-'{}, \
+                             at most 63)",
+                            if dots { "Fleet" } else { "namespace" },
+                            if dots { " or '.'" } else { "" }
+                        ));
+                    }
+                }
+                Ok(items)
+            })
+            .or_else(|| s.get(key).is_none().then(Vec::new))
+        };
+        let namespaces = names(self, "agones-namespaces", false);
+        let fleets = names(self, "agones-fleets", true);
+        let per_minute = self.parsed("agones-compaction-per-minute", |k, _| {
+            AGONES_COMPACTION_PER_MINUTE_RANGE.check_u32(to_u64(k))
+        });
+        let buffer = self.parsed("agones-buffer", |k, _| to_text(k)?.parse::<AgonesBuffer>());
+        if !valid {
+            return None;
+        }
+        Some(AgonesSettings {
+            namespaces: namespaces?,
+            fleets: fleets?,
+            compaction_per_minute: per_minute?,
+            buffer: buffer?,
         })
     }
 
@@ -1896,6 +2010,11 @@ impl Config {
     fn redacted_entries(&self) -> Vec<(&'static str, serde_yaml::Value)> {
         let mut core: BTreeMap<&'static str, serde_yaml::Value> =
             self.core_entries().into_iter().collect();
+        // Like another provider's settings, the Agones settings are null outside Agones mode
+        // (set, they would be refused there).
+        if self.server_source == ServerSource::Pods {
+            core.retain(|key, _| !key.starts_with("agones-"));
+        }
         KEYS.iter()
             .map(|key| {
                 let value = core.remove(key).unwrap_or_else(|| {
@@ -1975,6 +2094,32 @@ impl Config {
                         .collect(),
                 ),
             ),
+            ("server-source", s(self.server_source.as_str())),
+            (
+                "agones-namespaces",
+                Y::Sequence(
+                    self.agones
+                        .namespaces
+                        .iter()
+                        .map(|v| Y::String(v.clone()))
+                        .collect(),
+                ),
+            ),
+            (
+                "agones-fleets",
+                Y::Sequence(
+                    self.agones
+                        .fleets
+                        .iter()
+                        .map(|v| Y::String(v.clone()))
+                        .collect(),
+                ),
+            ),
+            (
+                "agones-compaction-per-minute",
+                n(self.agones.compaction_per_minute.into()),
+            ),
+            ("agones-buffer", s(self.agones.buffer.as_str())),
             (
                 "empty-node-expiration-sec",
                 n(self.empty_node_expiration_sec),

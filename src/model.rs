@@ -38,6 +38,45 @@ pub const KUBESCALER_ANNOTATIONS: &[&str] = &[
     DELETION_ACCEPTED_ANNOTATION,
 ];
 
+/// Where kubescaler learns which workloads are game servers (`server-source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerSource {
+    /// Pods carrying the server label are game servers; every one is a live match.
+    #[default]
+    Pods,
+    /// Agones GameServers: Allocated and Reserved ones are live matches, Ready ones are warm
+    /// slots, and their pods are told apart by `agones.dev/role=gameserver`.
+    Agones,
+}
+
+impl ServerSource {
+    /// The config value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerSource::Pods => "pods",
+            ServerSource::Agones => "agones",
+        }
+    }
+}
+
+impl FromStr for ServerSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pods" => Ok(ServerSource::Pods),
+            "agones" => Ok(ServerSource::Agones),
+            other => Err(format!("unknown server source {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for ServerSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Schedulable resource amounts, in the scheduler's units.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Resources {
@@ -246,6 +285,9 @@ pub struct PodState {
     pub is_server: bool,
     /// Owned by a DaemonSet: every new node will run one too.
     pub is_daemon: bool,
+    /// `namespace/name` of the Agones GameServer it is the pod of (labels
+    /// `agones.dev/role=gameserver`, `agones.dev/gameserver=<name>`), if any.
+    pub game_server: Option<String>,
 }
 
 /// Everything the planner needs from Kubernetes at one instant.
@@ -253,8 +295,12 @@ pub struct PodState {
 pub struct ClusterSnapshot {
     /// Selector-matched nodes.
     pub nodes: Vec<NodeState>,
-    /// Pods bound to those nodes, plus unbound server pods.
+    /// Pods bound to those nodes, plus unbound server pods (and GameServer pods).
     pub pods: Vec<PodState>,
+    /// Agones GameServers (empty unless `server-source: agones`), sorted by key.
+    pub game_servers: Vec<crate::agones::GameServerInfo>,
+    /// The FleetAutoscalers' Buffer policies (empty unless `agones-buffer: fleet-autoscalers`).
+    pub fleet_buffers: Vec<crate::agones::FleetBuffer>,
 }
 
 /// A cloud instance's lifecycle, as the provider reports it.

@@ -16,10 +16,11 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::agones::{AgonesBuffer, AgonesSettings, GameServerInfo};
 use crate::config::{Config, NodeTemplate};
 use crate::model::{
-    CloudNode, CloudView, ClusterSnapshot, InstanceStatus, NodeState, Resources, TaintEffect,
-    Toleration,
+    CloudNode, CloudView, ClusterSnapshot, InstanceStatus, NodeState, Resources, ServerSource,
+    TaintEffect, Toleration,
 };
 use crate::provider::NodeRef;
 use crate::scheduling::{admission_default_tolerations, slots_in, tolerates_all};
@@ -43,6 +44,10 @@ pub struct PlannerConfig {
     pub node_boot_timeout_sec: u64,
     /// Shape of a new node, when no node is there to learn it from.
     pub node_template: Option<NodeTemplate>,
+    /// Where game servers are learnt from.
+    pub server_source: ServerSource,
+    /// The Agones settings (used with [`ServerSource::Agones`]).
+    pub agones: AgonesSettings,
 }
 
 impl From<&Config> for PlannerConfig {
@@ -56,6 +61,8 @@ impl From<&Config> for PlannerConfig {
             empty_node_expiration_sec: c.empty_node_expiration_sec,
             node_boot_timeout_sec: c.node_boot_timeout_sec,
             node_template: c.node_template,
+            server_source: c.server_source,
+            agones: c.agones.clone(),
         }
     }
 }
@@ -111,6 +118,18 @@ pub enum Action {
         /// Why.
         reason: String,
     },
+    /// Agones mode: delete the Ready GameServers of a surplus node kubescaler cordoned, each
+    /// only if still as read (an allocation racing the delete wins), so that their Fleet
+    /// recreates them on schedulable nodes and this node can empty.
+    Compact {
+        /// Node name.
+        node: String,
+        /// The Ready GameServers to delete, with the resourceVersion they were read at.
+        #[serde(skip)]
+        game_servers: Vec<GameServerInfo>,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The kind of an [`Action`], for metrics and logs.
@@ -129,6 +148,8 @@ pub enum ActionKind {
     ClearMarks,
     /// [`Action::DeleteInstance`].
     DeleteInstance,
+    /// [`Action::Compact`].
+    Compact,
 }
 
 impl ActionKind {
@@ -141,6 +162,7 @@ impl ActionKind {
             ActionKind::Delete => "delete",
             ActionKind::ClearMarks => "clear-marks",
             ActionKind::DeleteInstance => "delete-instance",
+            ActionKind::Compact => "compact",
         }
     }
 }
@@ -155,6 +177,7 @@ impl Action {
             Action::Delete { .. } => ActionKind::Delete,
             Action::ClearMarks { .. } => ActionKind::ClearMarks,
             Action::DeleteInstance { .. } => ActionKind::DeleteInstance,
+            Action::Compact { .. } => ActionKind::Compact,
         }
     }
     /// Why the planner chose it.
@@ -165,7 +188,8 @@ impl Action {
             | Action::Cordon { reason, .. }
             | Action::Delete { reason, .. }
             | Action::ClearMarks { reason, .. }
-            | Action::DeleteInstance { reason, .. } => reason,
+            | Action::DeleteInstance { reason, .. }
+            | Action::Compact { reason, .. } => reason,
         }
     }
     /// The node it concerns, if any.
@@ -173,7 +197,8 @@ impl Action {
         match self {
             Action::Uncordon { node, .. }
             | Action::Cordon { node, .. }
-            | Action::ClearMarks { node, .. } => Some(node),
+            | Action::ClearMarks { node, .. }
+            | Action::Compact { node, .. } => Some(node),
             Action::Delete { node, .. } => Some(&node.name),
             Action::DeleteInstance { instance, .. } => {
                 Some(instance.name.as_str()).filter(|n| !n.is_empty())
@@ -232,12 +257,21 @@ pub struct PoolSummary {
     pub incoming_slots: u32,
     /// Unbound server pods.
     pub pending_servers: u32,
-    /// Server pods bound to pool nodes.
+    /// Server pods bound to pool nodes (Agones mode: live matches, Allocated or Reserved,
+    /// and any server the planner cannot tell is not one).
     pub running_servers: u32,
+    /// Agones mode: Ready GameServers in scope on active nodes (warm slots).
+    pub ready_game_servers: u32,
+    /// Agones mode: in-scope GameServers on active nodes still starting.
+    pub starting_game_servers: u32,
+    /// Agones mode: in-scope GameServer pods waiting for a node.
+    pub pending_game_servers: u32,
     /// free + incoming - pending.
     pub available_slots: i64,
     /// The buffer to keep.
     pub buffer: u32,
+    /// How the buffer was sized, when not the fixed `buffer-slot-size`.
+    pub buffer_reason: Option<String>,
     /// Slots of one new, empty node, if known.
     pub slots_per_new_node: Option<u32>,
 }
@@ -308,18 +342,135 @@ struct NodeView<'a> {
     free_slots: u32,
     /// Servers that would fit with only its daemon pods: the size of a node of this shape.
     empty_slots: u32,
+    /// What keeps the node: server pods, or in Agones mode live GameServers (and any the
+    /// planner cannot rule out as one).
     servers: u32,
+    /// Agones mode: Ready in-scope GameServers (warm slots; compaction may remove them).
+    warm: u32,
+    /// Agones mode: in-scope GameServers on their way to Ready.
+    starting: u32,
+    /// Agones mode: the Ready GameServers compaction may delete.
+    compactable: Vec<&'a GameServerInfo>,
     /// The servers tolerate all its NoSchedule/NoExecute taints.
     tolerated: bool,
 }
 
 #[derive(Default)]
-struct Usage {
+struct Usage<'a> {
     used: Resources,
     pods: u32,
     daemon_used: Resources,
     daemon_pods: u32,
     servers: u32,
+    warm: u32,
+    starting: u32,
+    compactable: Vec<&'a GameServerInfo>,
+}
+
+/// What a GameServer pod means to the planner (Agones mode).
+enum GameServerRole<'a> {
+    /// Keeps its node: a live match, another scope's server, or one not seen.
+    Keeps,
+    /// Ready and in scope: a warm slot compaction may remove.
+    Warm(&'a GameServerInfo),
+    /// In scope, on its way to Ready.
+    Starting,
+    /// Leaving: holds no match.
+    Leaving,
+}
+
+fn game_server_role<'a>(
+    game_server: Option<&'a GameServerInfo>,
+    settings: &AgonesSettings,
+) -> GameServerRole<'a> {
+    let Some(gs) = game_server else {
+        // Its GameServer is not in the cache (not yet, or in no watched scope): it may be a
+        // live match.
+        return GameServerRole::Keeps;
+    };
+    if gs.blocks_node_deletion() {
+        GameServerRole::Keeps
+    } else if gs.being_deleted || gs.state.is_leaving() {
+        GameServerRole::Leaving
+    } else if !settings.in_scope(gs) {
+        GameServerRole::Keeps
+    } else if gs.state.is_warm() {
+        GameServerRole::Warm(gs)
+    } else {
+        GameServerRole::Starting
+    }
+}
+
+impl NodeView<'_> {
+    /// What the node adds to the available slots: free room, plus in Agones mode its warm
+    /// and starting GameServers.
+    fn slots(&self) -> u32 {
+        self.free_slots + self.warm + self.starting
+    }
+
+    /// `3 free slots and 2` or, with GameServers, `3 free slots, 1 Ready and 0 starting
+    /// GameServers, and 2` (the caller appends "servers").
+    fn describe_slots(&self) -> String {
+        if self.warm + self.starting + self.compactable.len() as u32 == 0 {
+            format!("{} free slots and {}", self.free_slots, self.servers)
+        } else {
+            format!(
+                "{} free slots, {} Ready and {} starting GameServers, and {} live",
+                self.free_slots, self.warm, self.starting, self.servers
+            )
+        }
+    }
+}
+
+/// The buffer in force and, when not the fixed `buffer-slot-size`, how it was computed.
+fn buffer_in_force(snapshot: &ClusterSnapshot, cfg: &PlannerConfig) -> (u32, Option<String>) {
+    if cfg.server_source != ServerSource::Agones
+        || cfg.agones.buffer != AgonesBuffer::FleetAutoscalers
+    {
+        return (cfg.buffer, None);
+    }
+    let fleets: Vec<_> = snapshot
+        .fleet_buffers
+        .iter()
+        .filter(|f| {
+            let namespace = f.key.split_once('/').map_or("", |(ns, _)| ns);
+            cfg.agones.fleet_in_scope(namespace, &f.fleet)
+        })
+        .collect();
+    let from_fleets: u32 = fleets
+        .iter()
+        .map(|f| f.slots())
+        .fold(0, u32::saturating_add);
+    let parts: Vec<String> = fleets
+        .iter()
+        .map(|f| {
+            format!(
+                "{} ({}): {} Ready + {} for its next step",
+                f.fleet,
+                f.key,
+                f.ready,
+                f.slots() - f.ready
+            )
+        })
+        .collect();
+    let buffer = from_fleets.max(cfg.buffer);
+    let reason = if parts.is_empty() {
+        format!(
+            "no FleetAutoscaler with a Buffer policy in scope: buffer-slot-size {}",
+            cfg.buffer
+        )
+    } else {
+        format!(
+            "fleet-autoscalers {} = {from_fleets}{}",
+            parts.join(", "),
+            if from_fleets < cfg.buffer {
+                format!(", raised to buffer-slot-size {}", cfg.buffer)
+            } else {
+                String::new()
+            }
+        )
+    };
+    (buffer, Some(reason))
 }
 
 /// How long kubescaler's accepted-deletion mark keeps a node out of every count and every
@@ -430,21 +581,71 @@ pub fn plan_with(
         .iter()
         .map(|(n, _)| (n.name.as_str(), Usage::default()))
         .collect();
+    let agones = cfg.server_source == ServerSource::Agones;
+    let game_servers: HashMap<&str, &GameServerInfo> = if agones {
+        snapshot
+            .game_servers
+            .iter()
+            .map(|gs| (gs.key.as_str(), gs))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    // In Agones mode a pod of a GameServer is told apart by its GameServer's state.
+    let role = |pod: &crate::model::PodState| {
+        pod.game_server
+            .as_deref()
+            .filter(|_| agones)
+            .map(|key| game_server_role(game_servers.get(key).copied(), &cfg.agones))
+    };
     let mut pending_servers = 0u32;
+    let mut pending_game_servers = 0u32;
+    let mut counted_game_servers: BTreeSet<&str> = BTreeSet::new();
     for pod in &snapshot.pods {
         match &pod.node {
-            None => pending_servers += u32::from(pod.is_server),
+            None => match role(pod) {
+                // A warm server to be, once it finds room.
+                Some(GameServerRole::Warm(_) | GameServerRole::Starting) => {
+                    pending_game_servers += 1
+                }
+                Some(GameServerRole::Leaving) => {}
+                // Takes room and is no warm slot of ours: demand like a match.
+                Some(GameServerRole::Keeps) => pending_servers += 1,
+                None => pending_servers += u32::from(pod.is_server),
+            },
             Some(node) => {
                 // Pods on nodes outside the pool do not concern it.
                 if let Some(u) = usage.get_mut(node.as_str()) {
                     u.used = u.used.saturating_add(pod.requests);
                     u.pods += 1;
-                    u.servers += u32::from(pod.is_server);
+                    match role(pod) {
+                        Some(GameServerRole::Keeps) => u.servers += 1,
+                        Some(GameServerRole::Warm(gs)) => {
+                            u.warm += 1;
+                            u.compactable.push(gs);
+                        }
+                        Some(GameServerRole::Starting) => u.starting += 1,
+                        Some(GameServerRole::Leaving) => {}
+                        None => u.servers += u32::from(pod.is_server),
+                    }
+                    if let Some(key) = pod.game_server.as_deref() {
+                        counted_game_servers.insert(key);
+                    }
                     if pod.is_daemon {
                         u.daemon_used = u.daemon_used.saturating_add(pod.requests);
                         u.daemon_pods += 1;
                     }
                 }
+            }
+        }
+    }
+    // A live GameServer whose pod the cache does not hold (yet, or any more) still keeps its
+    // node.
+    for gs in game_servers.values().filter(|gs| gs.blocks_node_deletion()) {
+        let node = gs.node.as_deref().unwrap_or_default();
+        if !counted_game_servers.contains(gs.key.as_str()) {
+            if let Some(u) = usage.get_mut(node) {
+                u.servers += 1;
             }
         }
     }
@@ -463,6 +664,9 @@ pub fn plan_with(
             let u = usage.get(node.name.as_str());
             let (used, pods, daemon_used, daemon_pods, servers) = u
                 .map(|u| (u.used, u.pods, u.daemon_used, u.daemon_pods, u.servers))
+                .unwrap_or_default();
+            let (warm, starting, compactable) = u
+                .map(|u| (u.warm, u.starting, u.compactable.clone()))
                 .unwrap_or_default();
             let class = classify(node, status, now, cfg);
             let fits = if class == Class::Booting {
@@ -495,6 +699,9 @@ pub fn plan_with(
                 free_slots: slots(used, pods),
                 empty_slots: slots(daemon_used, daemon_pods),
                 servers,
+                warm,
+                starting,
+                compactable,
                 tolerated: fits,
             }
         })
@@ -574,8 +781,23 @@ pub fn plan_with(
         .sum();
     let incoming_slots =
         booting_slots.saturating_add(provisioning.saturating_mul(slots_per_new_node.unwrap_or(0)));
-    let available = i64::from(free_slots) + i64::from(incoming_slots) - i64::from(pending_servers);
-    let buffer = i64::from(cfg.buffer);
+    let active_sum = |f: fn(&NodeView) -> u32| -> u32 {
+        views
+            .iter()
+            .filter(|v| v.class == Class::Active)
+            .map(f)
+            .sum()
+    };
+    let ready_game_servers = active_sum(|v| v.warm);
+    let starting_game_servers = active_sum(|v| v.starting);
+    // Room for new servers: free and incoming slots less the matches waiting for one.
+    let room = i64::from(free_slots) + i64::from(incoming_slots) - i64::from(pending_servers);
+    // A warm or starting GameServer is a slot already there; a pending GameServer pod turns a
+    // slot of room into a warm one (no change), and only those that find no room are short.
+    let available = room + i64::from(ready_game_servers) + i64::from(starting_game_servers)
+        - (i64::from(pending_game_servers) - room.max(0)).max(0);
+    let (buffer_slots, buffer_reason) = buffer_in_force(snapshot, cfg);
+    let buffer = i64::from(buffer_slots);
 
     let summary = PoolSummary {
         target_size: cloud.target,
@@ -593,8 +815,12 @@ pub fn plan_with(
         incoming_slots,
         pending_servers,
         running_servers: views.iter().map(|v| v.servers).sum(),
+        ready_game_servers,
+        starting_game_servers,
+        pending_game_servers,
         available_slots: available,
-        buffer: cfg.buffer,
+        buffer: buffer_slots,
+        buffer_reason,
         slots_per_new_node,
     };
 
@@ -635,7 +861,7 @@ pub fn plan_with(
         // be deleted soon anyway.
         let mut ours: Vec<&NodeView> = views
             .iter()
-            .filter(|v| v.class == Class::Ours && v.node.ready && v.free_slots > 0)
+            .filter(|v| v.class == Class::Ours && v.node.ready && v.slots() > 0)
             .collect();
         ours.sort_by(|a, b| {
             b.servers
@@ -646,13 +872,13 @@ pub fn plan_with(
             if missing <= 0 {
                 break;
             }
-            missing -= i64::from(v.free_slots);
+            missing -= i64::from(v.slots());
             uncordoned.push(&v.node.name);
             actions.push(Action::Uncordon {
                 node: v.node.name.clone(),
                 reason: format!(
-                    "available slots {available} < buffer {}: node has {} free slots and {} servers",
-                    cfg.buffer, v.free_slots, v.servers
+                    "available slots {available} < buffer {buffer}: node has {} servers",
+                    v.describe_slots()
                 ),
             });
         }
@@ -701,8 +927,12 @@ pub fn plan_with(
     if new_target > target_size {
         let reason = if available < buffer {
             format!(
-                "available slots {available} (free {free_slots} + incoming {incoming_slots} - pending {pending_servers}) < buffer {}; {} slots per new node",
-                cfg.buffer,
+                "available slots {available} (free {free_slots} + incoming {incoming_slots}{} - pending {pending_servers}) < buffer {buffer}; {} slots per new node",
+                if agones {
+                    format!(" + Ready {ready_game_servers} + starting {starting_game_servers}, {pending_game_servers} GameServers pending")
+                } else {
+                    String::new()
+                },
                 slots_per_new_node.map_or("unknown".to_string(), |s| s.to_string())
             )
         } else {
@@ -722,6 +952,9 @@ pub fn plan_with(
             let mut budget = (available - buffer) / i64::from(per_node);
             let mut remaining = available;
             let mut active = summary.active_nodes;
+            // Agones: the warm servers of a cordoned node are recreated elsewhere (compaction),
+            // so what stays must have room for them.
+            let mut spare_room = room;
             // A node tainted against the servers was fenced off by someone else: not ours to
             // cordon (it holds no slots, so it would be a free pick).
             let mut candidates: Vec<&NodeView> = views
@@ -732,6 +965,7 @@ pub fn plan_with(
             candidates.sort_by(|a, b| {
                 a.servers
                     .cmp(&b.servers)
+                    .then((a.warm + a.starting).cmp(&(b.warm + b.starting)))
                     .then(b.free_slots.cmp(&a.free_slots))
                     .then(a.node.name.cmp(&b.node.name))
             });
@@ -739,18 +973,21 @@ pub fn plan_with(
                 if budget <= 0 || active <= cfg.min_nodes {
                     break;
                 }
-                let after = remaining - i64::from(v.free_slots);
-                if after < buffer {
+                let after = remaining - i64::from(v.slots());
+                let moved = i64::from(v.warm + v.starting);
+                let room_after = spare_room - i64::from(v.free_slots) - moved;
+                if after < buffer || (moved > 0 && room_after < 0) {
                     continue;
                 }
                 actions.push(Action::Cordon {
                     node: v.node.name.clone(),
                     reason: format!(
-                        "available slots {remaining} exceed buffer {} by at least a node ({per_node} slots); node has {} servers, {after} slots remain",
-                        cfg.buffer, v.servers
+                        "available slots {remaining} exceed buffer {buffer} by at least a node ({per_node} slots); node has {} servers, {after} slots remain",
+                        if agones { v.describe_slots() } else { v.servers.to_string() }
                     ),
                 });
                 remaining = after;
+                spare_room = room_after;
                 active -= 1;
                 budget -= 1;
             }
@@ -786,6 +1023,8 @@ pub fn plan_with(
         };
         let age = age_sec(now, stamp);
         if v.servers == 0
+            && v.warm == 0
+            && v.starting == 0
             && age >= limit_sec(cfg.empty_node_expiration_sec)
             && !held_back.contains(&v.node.name)
         {
@@ -807,10 +1046,60 @@ pub fn plan_with(
                 labels: v.node.labels.clone(),
             },
             reason: format!(
-                "cordoned by kubescaler at {stamp}, no server pods, past empty-node-expiration-sec {}",
+                "cordoned by kubescaler at {stamp}, {}, past empty-node-expiration-sec {}",
+                if agones {
+                    "no GameServers (live, Ready or starting) and no server pods"
+                } else {
+                    "no server pods"
+                },
                 cfg.empty_node_expiration_sec
             ),
         });
+    }
+
+    // Compaction: the Ready GameServers of the surplus nodes kubescaler cordoned go, so that
+    // allocations (which ignore cordons) stop landing there and the nodes empty. Never more
+    // than the schedulable nodes have room to recreate: a Fleet's servers must not go pending.
+    if agones && cfg.agones.compaction_per_minute > 0 {
+        let mut room_left = room.max(0) - i64::from(pending_game_servers);
+        let mut surplus: Vec<&NodeView> = views
+            .iter()
+            .filter(|v| {
+                v.class == Class::Ours
+                    && !uncordoned.contains(&v.node.name.as_str())
+                    && !v.compactable.is_empty()
+            })
+            .collect();
+        // Fewest live matches first: they empty soonest.
+        surplus.sort_by(|a, b| {
+            a.servers
+                .cmp(&b.servers)
+                .then(a.node.name.cmp(&b.node.name))
+        });
+        for v in surplus {
+            if room_left <= 0 {
+                warnings.push(format!(
+                    "node {}: {} Ready GameServers not compacted: the schedulable nodes have no room to recreate them",
+                    v.node.name,
+                    v.compactable.len()
+                ));
+                continue;
+            }
+            let take = v
+                .compactable
+                .len()
+                .min(usize::try_from(room_left).unwrap_or(usize::MAX));
+            room_left -= take as i64;
+            actions.push(Action::Compact {
+                node: v.node.name.clone(),
+                game_servers: v.compactable[..take].iter().map(|gs| (*gs).clone()).collect(),
+                reason: format!(
+                    "surplus node cordoned by kubescaler holds {} Ready GameServers and {} live matches; deleting {take} so their Fleets recreate them on schedulable nodes",
+                    v.compactable.len(),
+                    v.servers
+                ),
+            });
+        }
     }
 
     Plan {

@@ -88,6 +88,8 @@ pub struct PassReport {
     pub failed_deletions: Vec<String>,
     /// Cloud reads this pass made.
     pub cloud_reads: u32,
+    /// Agones mode: Ready GameServers compaction deleted this pass.
+    pub compacted: u32,
 }
 
 /// How often the cloud pool is read when nothing asks for it sooner: outside changes (a
@@ -135,11 +137,19 @@ impl Scaler {
         let tick = Duration::from_secs(config.scale_loop_tick_sec.max(1));
         let telemetry = Arc::new(Telemetry::new(tick));
         Scaler {
-            actuator: Actuator::new(
-                Arc::clone(&k8s),
-                Arc::clone(&provider),
-                Arc::clone(&telemetry),
-            ),
+            actuator: {
+                let actuator = Actuator::new(
+                    Arc::clone(&k8s),
+                    Arc::clone(&provider),
+                    Arc::clone(&telemetry),
+                );
+                match config.server_source {
+                    crate::model::ServerSource::Pods => actuator,
+                    crate::model::ServerSource::Agones => {
+                        actuator.with_agones(config.agones.compaction_per_minute)
+                    }
+                }
+            },
             k8s,
             provider,
             planner: PlannerConfig::from(config),
@@ -285,6 +295,9 @@ impl Scaler {
             free_slots = s.free_slots,
             incoming_slots = s.incoming_slots,
             pending_servers = s.pending_servers,
+            ready_game_servers = s.ready_game_servers,
+            starting_game_servers = s.starting_game_servers,
+            pending_game_servers = s.pending_game_servers,
             available = s.available_slots,
             buffer = s.buffer,
             actions = plan.actions.len(),
@@ -320,6 +333,16 @@ impl Scaler {
                     let message = action.to_string();
                     self.publish(EventReason::PoolMismatch, action.node(), message)
                         .await;
+                    continue;
+                }
+                Action::Compact {
+                    node, game_servers, ..
+                } => {
+                    let done = self.actuator.compact(node, game_servers, now).await;
+                    report.compacted += done.deleted;
+                    if done.deleted > 0 {
+                        report.executed += 1;
+                    }
                     continue;
                 }
                 Action::Uncordon { node, .. } => {
@@ -692,6 +715,8 @@ mod tests {
             server_cpu_resource_request: 1000,
             server_memory_resource_request: None,
             server_pod_tolerations: vec![],
+            server_source: crate::model::ServerSource::Pods,
+            agones: crate::agones::AgonesSettings::default(),
             empty_node_expiration_sec: 120,
             node_boot_timeout_sec: 600,
             dry_run,
@@ -741,6 +766,7 @@ mod tests {
                 },
                 is_server: true,
                 is_daemon: false,
+                game_server: None,
             })
             .collect()
     }
@@ -757,6 +783,7 @@ mod tests {
                 node("c", false, Some(3600)),
             ],
             pods,
+            ..Default::default()
         }
     }
 
@@ -897,6 +924,7 @@ mod tests {
                 node("old", true, Some(3600)),
             ],
             pods: servers("a", 1),
+            ..Default::default()
         };
         let (mut k, _tx) = kube_with(snapshot.clone());
         let mut p = provider_with(cloud_of(&snapshot, 0));
@@ -1039,6 +1067,7 @@ mod tests {
             ],
             // a's 4 free slots are the buffer: nothing to uncordon.
             pods: vec![],
+            ..Default::default()
         };
         let (mut k, _tx) = kube_with(snapshot.clone());
         let mut p = provider_with(cloud_of(&snapshot, 0));
@@ -1114,6 +1143,7 @@ mod tests {
         let snapshot = ClusterSnapshot {
             nodes: vec![node("a", true, None), node("b", true, None)],
             pods: servers("a", 4),
+            ..Default::default()
         };
         let (k, _tx) = kube_with(snapshot.clone());
         let reads = Arc::new(AtomicUsize::new(0));
@@ -1144,6 +1174,7 @@ mod tests {
         let snapshot = ClusterSnapshot {
             nodes: vec![node("a", true, None), node("b", true, None)],
             pods: servers("a", 4),
+            ..Default::default()
         };
         let (k, _tx) = kube_with(snapshot.clone());
         let reads = Arc::new(AtomicUsize::new(0));
@@ -1206,6 +1237,7 @@ mod tests {
         let snapshot = ClusterSnapshot {
             nodes: vec![node("a", true, None), node("b", true, None)],
             pods: servers("a", 4),
+            ..Default::default()
         };
         let (k, _tx) = kube_with(snapshot.clone());
         let calls = Arc::new(AtomicUsize::new(0));
@@ -1237,6 +1269,7 @@ mod tests {
         let snapshot = ClusterSnapshot {
             nodes: vec![node("a", true, None), node("b", true, None)],
             pods: servers("a", 4),
+            ..Default::default()
         };
         let (k, tx, passes) = kube_counting(snapshot.clone());
         let p = provider_with(cloud_of(&snapshot, 0));

@@ -29,6 +29,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     source: &'static str,
     kind: &'static str,
@@ -52,6 +57,8 @@ pub struct Telemetry {
     buffer: Gauge,
     pool_target: Gauge,
     nodes: Family<StateLabels, Gauge>,
+    game_servers: Family<StateLabels, Gauge>,
+    compacted: Family<ResultLabels, Counter>,
     actions: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     reconcile_seconds: Histogram,
@@ -90,6 +97,8 @@ impl Telemetry {
             buffer: Gauge::default(),
             pool_target: Gauge::default(),
             nodes: Family::default(),
+            game_servers: Family::default(),
+            compacted: Family::default(),
             actions: Family::default(),
             errors: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -143,6 +152,16 @@ impl Telemetry {
             "nodes",
             "Pool nodes by state (ready, booting, provisioning, not_ready, cordoned_by_kubescaler, cordoned_by_others)",
             t.nodes.clone(),
+        );
+        r.register(
+            "game_servers",
+            "Agones mode: in-scope GameServers on ready pool nodes by state (ready, starting, pending), and live matches (live)",
+            t.game_servers.clone(),
+        );
+        r.register(
+            "compacted_game_servers",
+            "Agones mode: Ready GameServers compaction tried to delete, by result (deleted, conflict: an allocation won, gone)",
+            t.compacted.clone(),
         );
         r.register("actions", "Actions carried out, by kind", t.actions.clone());
         r.register(
@@ -198,6 +217,15 @@ impl Telemetry {
                 .get_or_create(&StateLabels { state })
                 .set(i64::from(n));
         }
+        for (state, n) in [
+            ("ready", s.ready_game_servers),
+            ("starting", s.starting_game_servers),
+            ("pending", s.pending_game_servers),
+        ] {
+            self.game_servers
+                .get_or_create(&StateLabels { state })
+                .set(i64::from(n));
+        }
     }
 
     /// Counts an action carried out.
@@ -207,6 +235,11 @@ impl Telemetry {
                 kind: kind.as_str(),
             })
             .inc();
+    }
+
+    /// Counts one GameServer compaction tried to delete, by `result`.
+    pub fn game_server_compacted(&self, result: &'static str) {
+        self.compacted.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Counts a deletion cancelled by the live re-check.

@@ -813,6 +813,8 @@ fn boundary_env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         ("NODE_TEMPLATE_PODS", "110"),
         ("MINIMUM_NODE_POOL_SIZE", "0"),
         ("MAXIMUM_NODE_POOL_SIZE", "10000"),
+        // The agones-* keys are taken only in Agones mode.
+        ("SERVER_SOURCE", "agones"),
     ]);
     for (k, v) in pairs {
         env.insert(k.to_string(), v.to_string());

@@ -983,6 +983,7 @@ fn kubescaler_count(s: &ClusterSnapshot, cfg: &PlannerConfig) -> (u32, BTreeMap<
                     .filter(|p| p.node.as_deref() == Some(n.name.as_str()))
                     .cloned()
                     .collect(),
+                ..Default::default()
             };
             (n.name.clone(), plan(&one, 1, now, cfg).summary.free_slots)
         })

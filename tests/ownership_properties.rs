@@ -369,9 +369,14 @@ impl Kubernetes for ModelKube {
                 },
                 is_server: true,
                 is_daemon: false,
+                game_server: None,
             })
             .collect();
-        Ok(ClusterSnapshot { nodes, pods })
+        Ok(ClusterSnapshot {
+            nodes,
+            pods,
+            ..Default::default()
+        })
     }
 
     async fn mark(&self, node: &str, op: MarkOp) -> Result<MarkOutcome, KubeError> {

@@ -84,7 +84,11 @@ fn arb_case() -> impl Strategy<Value = Case> {
             });
             let registered = names.len() as u32;
             Case {
-                snapshot: ClusterSnapshot { nodes, pods },
+                snapshot: ClusterSnapshot {
+                    nodes,
+                    pods,
+                    ..Default::default()
+                },
                 target: registered + extra,
                 cfg,
             }
@@ -189,6 +193,8 @@ proptest! {
                 // Stale marks are cleared on nodes already counted; an instance that never
                 // registered holds nothing.
                 Action::ClearMarks { .. } | Action::DeleteInstance { .. } => {}
+                // Pods mode: never planned.
+                Action::Compact { .. } => prop_assert!(false, "compaction in pods mode: {a:?}"),
             }
         }
         let final_target = p.grow_target().unwrap_or(case.target);

@@ -359,6 +359,7 @@ impl Kubernetes for Frozen {
             requests: cpu(1),
             is_server: true,
             is_daemon: false,
+            game_server: None,
         };
         let mut pods: Vec<PodState> = (0..4).map(|i| server(i, Some(&self.node))).collect();
         pods.push(server(4, None));
@@ -366,6 +367,7 @@ impl Kubernetes for Frozen {
         Ok(ClusterSnapshot {
             nodes: vec![node],
             pods,
+            ..Default::default()
         })
     }
     async fn mark(&self, _: &str, _: MarkOp) -> Result<MarkOutcome, KubeError> {

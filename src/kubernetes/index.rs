@@ -13,9 +13,11 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::core::DynamicObject;
 use kube::runtime::watcher::Event;
 
 use super::ChangeEvent;
+use crate::agones::{self, FleetBuffer, GameServerInfo};
 use crate::model::{
     ClusterSnapshot, NodeState, PodState, Resources, Taint, CORDONED_BY_ANNOTATION,
     CORDONED_BY_VALUE, DELETION_ACCEPTED_ANNOTATION, FENCE_TAINT, FIELD_MANAGER,
@@ -140,6 +142,13 @@ pub fn pod_key(pod: &Pod) -> Option<String> {
     Some(format!("{namespace}/{name}"))
 }
 
+/// `namespace/name` of a namespaced custom object.
+fn dynamic_key(object: &DynamicObject) -> Option<String> {
+    let name = object.metadata.name.as_deref()?;
+    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+    Some(format!("{namespace}/{name}"))
+}
+
 /// Whether the pod is Succeeded or Failed: it will never run again and holds nothing.
 pub fn is_terminal(pod: &Pod) -> bool {
     pod.status
@@ -173,7 +182,19 @@ pub fn pod_state(pod: &Pod, server_label: &(String, String)) -> Option<PodState>
             .owner_references
             .as_ref()
             .is_some_and(|refs| refs.iter().any(|r| r.kind == "DaemonSet")),
+        game_server: game_server_of(pod),
     })
+}
+
+/// `namespace/name` of the GameServer whose pod this is (Agones' role and name labels).
+pub fn game_server_of(pod: &Pod) -> Option<String> {
+    let labels = pod.metadata.labels.as_ref()?;
+    if labels.get(agones::ROLE_LABEL).map(String::as_str) != Some(agones::ROLE_GAMESERVER) {
+        return None;
+    }
+    let name = labels.get(agones::GAMESERVER_LABEL)?;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    Some(format!("{namespace}/{name}"))
 }
 
 /// What an indexed entry change means to the planner.
@@ -191,11 +212,33 @@ impl Entry for NodeState {
     }
 }
 
+impl Entry for GameServerInfo {
+    /// A change of state, node or deletion matters; a new resourceVersion alone does not.
+    fn change(key: &str, old: Option<&Self>, new: Option<&Self>) -> Option<ChangeEvent> {
+        let meaning = |gs: &GameServerInfo| {
+            (
+                gs.state,
+                gs.node.clone(),
+                gs.being_deleted,
+                gs.fleet.clone(),
+            )
+        };
+        (old.map(meaning) != new.map(meaning)).then(|| ChangeEvent::GameServer(key.to_string()))
+    }
+}
+
+impl Entry for FleetBuffer {
+    fn change(key: &str, old: Option<&Self>, new: Option<&Self>) -> Option<ChangeEvent> {
+        (old != new).then(|| ChangeEvent::GameServer(key.to_string()))
+    }
+}
+
 impl Entry for PodState {
     /// Only server pods: they are what the buffer counts. Other pods change the free room too,
     /// but they come and go all the time and the periodic tick picks them up.
     fn change(key: &str, old: Option<&Self>, new: Option<&Self>) -> Option<ChangeEvent> {
-        let server = old.is_some_and(|p| p.is_server) || new.is_some_and(|p| p.is_server);
+        let counts = |p: &PodState| p.is_server || p.game_server.is_some();
+        let server = old.is_some_and(counts) || new.is_some_and(counts);
         (server && old != new).then(|| ChangeEvent::ServerPod(key.to_string()))
     }
 }
@@ -326,12 +369,17 @@ impl<V: Entry> Store<V> {
     }
 }
 
-/// The node and pod caches behind [`super::KubeCluster`].
+/// The node and pod caches behind [`super::KubeCluster`], and in Agones mode the GameServer
+/// and FleetAutoscaler caches.
 #[derive(Debug)]
 pub struct ClusterIndex {
     server_label: (String, String),
     nodes: Store<NodeState>,
     pods: Store<PodState>,
+    /// `Some` in Agones mode.
+    game_servers: Option<Store<GameServerInfo>>,
+    /// `Some` with `agones-buffer: fleet-autoscalers`.
+    fleet_buffers: Option<Store<FleetBuffer>>,
 }
 
 impl ClusterIndex {
@@ -342,6 +390,47 @@ impl ClusterIndex {
             server_label,
             nodes: Store::new("nodes"),
             pods: Store::new("pods"),
+            game_servers: None,
+            fleet_buffers: None,
+        }
+    }
+
+    /// Adds the GameServer cache (and the FleetAutoscaler cache if `fleet_buffers`): the
+    /// snapshot then waits for them to sync too.
+    pub fn enable_agones(&mut self, fleet_buffers: bool) {
+        self.game_servers = Some(Store::new("gameservers"));
+        if fleet_buffers {
+            self.fleet_buffers = Some(Store::new("fleetautoscalers"));
+        }
+    }
+
+    /// Applies a GameServer watcher event.
+    pub fn on_game_server_event(&mut self, event: Event<DynamicObject>) -> Vec<ChangeEvent> {
+        match &mut self.game_servers {
+            Some(store) => store.on_event(event, dynamic_key, agones::game_server_info),
+            None => Vec::new(),
+        }
+    }
+
+    /// Marks the GameServer cache stale after a watch error.
+    pub fn desync_game_servers(&mut self, reason: String) {
+        if let Some(store) = &mut self.game_servers {
+            store.desync(reason);
+        }
+    }
+
+    /// Applies a FleetAutoscaler watcher event (only Buffer policies are kept).
+    pub fn on_fleet_autoscaler_event(&mut self, event: Event<DynamicObject>) -> Vec<ChangeEvent> {
+        match &mut self.fleet_buffers {
+            Some(store) => store.on_event(event, dynamic_key, agones::fleet_buffer),
+            None => Vec::new(),
+        }
+    }
+
+    /// Marks the FleetAutoscaler cache stale after a watch error.
+    pub fn desync_fleet_autoscalers(&mut self, reason: String) {
+        if let Some(store) = &mut self.fleet_buffers {
+            store.desync(reason);
         }
     }
 
@@ -377,17 +466,27 @@ impl ClusterIndex {
 
     /// Whether both caches are synced.
     pub fn is_synced(&self) -> bool {
-        self.nodes.sync == SyncState::Synced && self.pods.sync == SyncState::Synced
+        self.sync_problems().is_empty()
+    }
+
+    fn sync_problems(&self) -> Vec<String> {
+        [
+            Some(self.nodes.check_synced()),
+            Some(self.pods.check_synced()),
+            self.game_servers.as_ref().map(Store::check_synced),
+            self.fleet_buffers.as_ref().map(Store::check_synced),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(Result::err)
+        .collect()
     }
 
     /// The planner's view: every indexed node, the pods bound to them and the unbound server
     /// pods, sorted by name and key so that equal caches give equal snapshots. `Err` says
     /// which cache is not synced.
     pub fn snapshot(&self) -> Result<ClusterSnapshot, String> {
-        let problems: Vec<String> = [self.nodes.check_synced(), self.pods.check_synced()]
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
+        let problems = self.sync_problems();
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
@@ -402,11 +501,28 @@ impl ClusterIndex {
             .values()
             .filter(|p| match &p.node {
                 Some(node) => self.nodes.live.contains_key(node),
-                None => p.is_server,
+                None => p.is_server || p.game_server.is_some(),
             })
             .cloned()
             .collect();
-        Ok(ClusterSnapshot { nodes, pods })
+        let mut game_servers: Vec<GameServerInfo> = self
+            .game_servers
+            .iter()
+            .flat_map(|s| s.live.values().cloned())
+            .collect();
+        game_servers.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let mut fleet_buffers: Vec<FleetBuffer> = self
+            .fleet_buffers
+            .iter()
+            .flat_map(|s| s.live.values().cloned())
+            .collect();
+        fleet_buffers.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Ok(ClusterSnapshot {
+            nodes,
+            pods,
+            game_servers,
+            fleet_buffers,
+        })
     }
 }
 

@@ -13,8 +13,9 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::DynamicObject;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -24,11 +25,12 @@ use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
-use super::index::{node_state, pod_key, ClusterIndex};
+use super::index::{game_server_of, node_state, pod_key, ClusterIndex};
 use super::marks::decide;
 use super::{ActionEvent, ChangeEvent, EventReason, KubeError, Kubernetes, MarkOp, MarkOutcome};
+use crate::agones::{self, GameServerDelete, GameServerInfo, LiveNodeServers, LivePod};
 use crate::config::Config;
-use crate::model::{ClusterSnapshot, NodeState, FIELD_MANAGER};
+use crate::model::{ClusterSnapshot, NodeState, ServerSource, FIELD_MANAGER};
 
 /// Pods that still hold (or wait for) a node: the API server filters out the terminal ones.
 pub const NON_TERMINAL_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -54,6 +56,11 @@ pub struct KubeCluster {
     recorder: Recorder,
     /// Namespace that pool-wide Events (ScaleUp) are recorded on.
     home_namespace: String,
+}
+
+/// Label selector of GameServer pods.
+fn game_server_pods_selector() -> String {
+    format!("{}={}", agones::ROLE_LABEL, agones::ROLE_GAMESERVER)
 }
 
 impl Debug for KubeCluster {
@@ -93,7 +100,7 @@ impl KubeCluster {
         );
         let client = Client::try_from(client_config)
             .map_err(|e| KubeError::Client(format!("cannot create the HTTP client: {e}")))?;
-        Ok(Self::start(
+        let cluster = Self::start(
             client,
             &config.node_selector,
             (
@@ -101,7 +108,13 @@ impl KubeCluster {
                 config.server_pod_label_value.clone(),
             ),
         )
-        .with_events(&config.identity(), &config.own_namespace()))
+        .with_events(&config.identity(), &config.own_namespace());
+        Ok(match config.server_source {
+            ServerSource::Pods => cluster,
+            ServerSource::Agones => {
+                cluster.with_agones(config.agones.buffer == agones::AgonesBuffer::FleetAutoscalers)
+            }
+        })
     }
 
     /// Records Events as reporter instance `instance`, pool-wide ones on `namespace`.
@@ -161,6 +174,39 @@ impl KubeCluster {
             watch_tasks: vec![nodes.abort_handle(), pods.abort_handle()],
             home_namespace: "default".into(),
         }
+    }
+
+    /// Agones mode: also watches GameServers (all namespaces; the settings' scope is applied by
+    /// the planner, since out-of-scope GameServers still protect their nodes) and, if
+    /// `fleet_buffers`, FleetAutoscalers. Snapshots wait for these caches too.
+    pub fn with_agones(mut self, fleet_buffers: bool) -> Self {
+        lock(&self.index).enable_agones(fleet_buffers);
+        let game_servers = tokio::spawn(run_watch(
+            "gameservers",
+            Api::<DynamicObject>::all_with(self.client.clone(), &agones::game_server_resource()),
+            watcher::Config::default(),
+            Arc::clone(&self.index),
+            self.changes.clone(),
+            ClusterIndex::on_game_server_event,
+            ClusterIndex::desync_game_servers,
+        ));
+        self.watch_tasks.push(game_servers.abort_handle());
+        if fleet_buffers {
+            let autoscalers = tokio::spawn(run_watch(
+                "fleetautoscalers",
+                Api::<DynamicObject>::all_with(
+                    self.client.clone(),
+                    &agones::fleet_autoscaler_resource(),
+                ),
+                watcher::Config::default(),
+                Arc::clone(&self.index),
+                self.changes.clone(),
+                ClusterIndex::on_fleet_autoscaler_event,
+                ClusterIndex::desync_fleet_autoscalers,
+            ));
+            self.watch_tasks.push(autoscalers.abort_handle());
+        }
+        self
     }
 
     /// Whether both watches have listed and not failed since.
@@ -242,6 +288,85 @@ impl Kubernetes for KubeCluster {
         keys.sort();
         debug!(node, count = keys.len(), "listed live server pods");
         Ok(keys)
+    }
+
+    async fn live_node_game_servers(&self, node: &str) -> Result<LiveNodeServers, KubeError> {
+        // Pods first: a GameServer's pod exists before the GameServer names its node.
+        let params = ListParams::default()
+            .labels(&game_server_pods_selector())
+            .fields(&live_pods_field_selector(node));
+        let pods = Api::<Pod>::all(self.client.clone())
+            .list(&params)
+            .await
+            .map_err(|e| api_error(format!("list GameServer pods on node {node}"), e))?;
+        // GameServers have no field selector on status.nodeName: list and filter.
+        let servers =
+            Api::<DynamicObject>::all_with(self.client.clone(), &agones::game_server_resource())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| api_error(format!("list GameServers for node {node}"), e))?;
+        let live = LiveNodeServers {
+            game_servers: servers
+                .items
+                .iter()
+                .filter_map(agones::game_server_info)
+                .filter(|gs| gs.node.as_deref() == Some(node))
+                .collect(),
+            pods: pods
+                .items
+                .iter()
+                .filter_map(|pod| {
+                    Some(LivePod {
+                        key: pod_key(pod)?,
+                        game_server: game_server_of(pod),
+                    })
+                })
+                .collect(),
+        };
+        debug!(
+            node,
+            game_servers = live.game_servers.len(),
+            pods = live.pods.len(),
+            "listed live GameServers"
+        );
+        Ok(live)
+    }
+
+    async fn delete_game_server(
+        &self,
+        game_server: &GameServerInfo,
+    ) -> Result<GameServerDelete, KubeError> {
+        let (namespace, name) = game_server
+            .key
+            .split_once('/')
+            .unwrap_or(("", &game_server.key));
+        let Some(version) = game_server.resource_version.clone() else {
+            return Err(KubeError::Client(format!(
+                "GameServer {} has no resourceVersion: not deleting it without a precondition",
+                game_server.key
+            )));
+        };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(version),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let api = Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &agones::game_server_resource(),
+        );
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(GameServerDelete::Deleted),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(GameServerDelete::Conflict),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(GameServerDelete::Gone),
+            Err(e) => Err(api_error(
+                format!("delete GameServer {}", game_server.key),
+                e,
+            )),
+        }
     }
 
     fn changes(&self) -> broadcast::Receiver<ChangeEvent> {

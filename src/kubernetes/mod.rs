@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+use crate::agones::{GameServerDelete, GameServerInfo, LiveNodeServers};
 use crate::model::{ClusterSnapshot, NodeState};
 
 pub mod index;
@@ -22,6 +23,8 @@ pub enum ChangeEvent {
     Node(String),
     /// A server pod was added, bound, finished or removed.
     ServerPod(String),
+    /// An Agones GameServer (or FleetAutoscaler) changed state, node, or came or went.
+    GameServer(String),
     /// The caches were (re)built from a full list.
     Resynced,
 }
@@ -67,6 +70,8 @@ pub enum EventReason {
     ClearMarks,
     /// A selector-matched node is not in the cloud pool, or a pool instance never registered.
     PoolMismatch,
+    /// Ready GameServers were deleted from a surplus node so that it can empty (Agones mode).
+    Compact,
 }
 
 impl EventReason {
@@ -81,6 +86,7 @@ impl EventReason {
             EventReason::DeleteFailed => "DeleteFailed",
             EventReason::ClearMarks => "ClearMarks",
             EventReason::PoolMismatch => "PoolMismatch",
+            EventReason::Compact => "Compact",
         }
     }
 }
@@ -114,6 +120,28 @@ pub trait Kubernetes: Send + Sync {
     /// Server pods bound to `node` that are not terminal, read live from the API server (not
     /// from a cache): the last check before a node is deleted.
     async fn live_server_pods(&self, node: &str) -> Result<Vec<String>, KubeError>;
+
+    /// The GameServers and GameServer pods on `node`, read live from the API server (Agones
+    /// mode): with [`Kubernetes::live_server_pods`], the last check before a node is deleted.
+    /// A cluster view without GameServer reads refuses, so a deletion fails rather than
+    /// proceeding unchecked.
+    async fn live_node_game_servers(&self, node: &str) -> Result<LiveNodeServers, KubeError> {
+        Err(KubeError::Client(format!(
+            "cannot read the GameServers of node {node}: this cluster view has no Agones support"
+        )))
+    }
+
+    /// Deletes a GameServer only if it is still at the `resourceVersion` it was read with (an
+    /// allocation since then wins: [`GameServerDelete::Conflict`]).
+    async fn delete_game_server(
+        &self,
+        game_server: &GameServerInfo,
+    ) -> Result<GameServerDelete, KubeError> {
+        Err(KubeError::Client(format!(
+            "cannot delete GameServer {}: this cluster view has no Agones support",
+            game_server.key
+        )))
+    }
 
     /// A receiver of change events; each call subscribes anew.
     fn changes(&self) -> broadcast::Receiver<ChangeEvent>;

@@ -247,6 +247,7 @@ impl World {
                 },
                 is_server: false,
                 is_daemon: true,
+                game_server: None,
             })
             .collect();
         let registers_at = at + self.shape.register_delay() as i64;
@@ -455,6 +456,7 @@ impl World {
                     requests: server,
                     is_server: true,
                     is_daemon: false,
+                    game_server: None,
                 });
             }
         }
@@ -465,9 +467,14 @@ impl World {
                 requests: server,
                 is_server: true,
                 is_daemon: false,
+                game_server: None,
             });
         }
-        ClusterSnapshot { nodes, pods }
+        ClusterSnapshot {
+            nodes,
+            pods,
+            ..Default::default()
+        }
     }
 
     /// A node as the planner sees it.

@@ -39,6 +39,8 @@ pub fn cfg() -> PlannerConfig {
         empty_node_expiration_sec: 120,
         node_boot_timeout_sec: 600,
         node_template: None,
+        server_source: kubescaler::model::ServerSource::Pods,
+        agones: kubescaler::agones::AgonesSettings::default(),
     }
 }
 
@@ -104,6 +106,7 @@ pub fn server(key: &str, node: Option<&str>) -> PodState {
         },
         is_server: true,
         is_daemon: false,
+        game_server: None,
     }
 }
 
@@ -118,6 +121,7 @@ pub fn other(key: &str, node: &str, millis: u64, daemon: bool) -> PodState {
         },
         is_server: false,
         is_daemon: daemon,
+        game_server: None,
     }
 }
 
@@ -130,5 +134,9 @@ pub fn servers_on(node: &str, n: usize) -> Vec<PodState> {
 
 /// A snapshot.
 pub fn snap(nodes: Vec<NodeState>, pods: Vec<PodState>) -> ClusterSnapshot {
-    ClusterSnapshot { nodes, pods }
+    ClusterSnapshot {
+        nodes,
+        pods,
+        ..Default::default()
+    }
 }
