@@ -12,7 +12,12 @@
 //!   (the standby takes the Lease over) and scales down (cordon, then delete after the
 //!   expiration) with zero lost servers, never hitting a 403;
 //! * without a cluster: the ConfigMap's `config.yaml`, with the Deployment's env, passes
-//!   `kubescaler check-config`.
+//!   `kubescaler check-config`;
+//! * the Agones component `deploy/agones/` (a kustomize Component, rendered on the base by an
+//!   overlay): without a cluster, it adds exactly its ClusterRole and binding and sets
+//!   `server-source: agones` in a config.yaml otherwise the base's; on the control plane, a
+//!   ServiceAccount of base + component can do exactly what the Agones mode needs (a second
+//!   `can-i` matrix), under its own names so that the base's matrix is not disturbed.
 //!
 //! `KUBESCALER_E2E_BIN=<path>` runs the replicas from another binary (e.g. the static one
 //! `hack/static-build.sh` prints, which the image ships); `KUBESCALER_E2E_LOG_DIR=<dir>` keeps
@@ -36,7 +41,7 @@ use kube::Client;
 use serde_json::json;
 
 mod cluster;
-use cluster::{client_or_skip, kubeconfig_or_skip};
+use cluster::{client_or_skip, kubeconfig_or_skip, prereq};
 
 /// The namespace, ServiceAccount and Lease names of `deploy/`.
 const NAMESPACE: &str = "kubescaler";
@@ -89,6 +94,7 @@ fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
 /// What every test of this file shares: the manifests applied once, and a kubeconfig holding
 /// only a token of kubescaler's ServiceAccount.
 struct Deployed {
+    admin: PathBuf,
     sa_kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -189,21 +195,32 @@ fn deploy(admin: PathBuf) -> Deployed {
     check_pod_template(template);
 
     // TokenRequest for the ServiceAccount, and a kubeconfig with only that token.
+    let sa_kubeconfig = dir.path().join("kubescaler-sa.kubeconfig");
+    service_account_kubeconfig(&admin, SERVICE_ACCOUNT, SA_USER, &sa_kubeconfig);
+    Deployed {
+        admin,
+        sa_kubeconfig,
+        _dir: dir,
+    }
+}
+
+/// Writes to `out` a kubeconfig holding only a token (TokenRequest) of the ServiceAccount
+/// `service_account` of [`NAMESPACE`], and checks that the API server sees it as `user`.
+fn service_account_kubeconfig(admin: &Path, service_account: &str, user: &str, out: &Path) {
     let token = kubectl_ok(
-        &admin,
+        admin,
         &[
             "create",
             "token",
-            SERVICE_ACCOUNT,
+            service_account,
             "-n",
             NAMESPACE,
             "--duration=2h",
         ],
     );
-    let sa_kubeconfig = dir.path().join("kubescaler-sa.kubeconfig");
-    write_token_kubeconfig(&admin, token.trim(), &sa_kubeconfig);
+    write_token_kubeconfig(admin, token.trim(), out);
     let whoami = kubectl_ok(
-        &sa_kubeconfig,
+        out,
         &[
             "auth",
             "whoami",
@@ -213,13 +230,9 @@ fn deploy(admin: PathBuf) -> Deployed {
     );
     assert_eq!(
         whoami.trim(),
-        SA_USER,
-        "the token kubeconfig is not the ServiceAccount"
+        user,
+        "the token kubeconfig is not the ServiceAccount {service_account}"
     );
-    Deployed {
-        sa_kubeconfig,
-        _dir: dir,
-    }
 }
 
 /// The hardening the issue asks for, read back from the applied Deployment.
@@ -434,6 +447,33 @@ no  delete events -n default
 no  get namespaces/default
 no  list namespaces
 no  patch namespaces/kubescaler
+# Agones: nothing in the base (the component deploy/agones/ adds it; AGONES_CAN_I).
+no  get gameservers.agones.dev --all-namespaces
+no  list gameservers.agones.dev --all-namespaces
+no  watch gameservers.agones.dev --all-namespaces
+no  delete gameservers.agones.dev --all-namespaces
+no  create gameservers.agones.dev --all-namespaces
+no  update gameservers.agones.dev --all-namespaces
+no  patch gameservers.agones.dev --all-namespaces
+no  deletecollection gameservers.agones.dev --all-namespaces
+no  get fleets.agones.dev --all-namespaces
+no  list fleets.agones.dev --all-namespaces
+no  watch fleets.agones.dev --all-namespaces
+no  delete fleets.agones.dev --all-namespaces
+no  create fleets.agones.dev --all-namespaces
+no  update fleets.agones.dev --all-namespaces
+no  patch fleets.agones.dev --all-namespaces
+no  deletecollection fleets.agones.dev --all-namespaces
+no  get fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  list fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  watch fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  delete fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  create fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  update fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  patch fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  deletecollection fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  list gameserversets.agones.dev --all-namespaces
+no  create gameserverallocations.allocation.agones.dev -n default
 # Nothing else.
 no  get configmaps -n kubescaler
 no  create serviceaccounts --subresource=token -n kubescaler
@@ -444,24 +484,38 @@ no  patch deployments.apps -n kubescaler
 no  * *
 ";
 
-#[test]
-fn service_account_has_exactly_the_rbac_kubescaler_needs() {
-    let test = "service_account_has_exactly_the_rbac_kubescaler_needs";
-    let Some(d) = deployed(test) else { return };
-    let mut table = String::new();
-    let mut wrong = Vec::new();
-    let questions = CAN_I
+/// The questions of a `can-i` matrix: (the answer wanted, the question).
+fn can_i_questions(matrix: &str) -> Vec<(bool, String)> {
+    matrix
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'));
-    for line in questions {
-        let (want, question) = line.split_once(' ').unwrap();
-        let (expected, question) = (want == "yes", question.trim());
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (want, question) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("a can-i line is `yes|no question`: {line:?}"));
+            assert!(
+                want == "yes" || want == "no",
+                "a can-i line starts with yes or no: {line:?}"
+            );
+            (want == "yes", question.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Asks every question of `questions` as the holder of `kubeconfig` (`user`), prints the
+/// table of answers and fails on any answer other than the one wanted.
+fn assert_can_i(kubeconfig: &Path, user: &str, questions: &[(bool, String)]) {
+    let mut table = String::new();
+    let mut wrong = Vec::new();
+    for (expected, question) in questions {
         let mut args = vec!["auth", "can-i"];
         args.extend(question.split_whitespace());
-        let out = kubectl(&d.sa_kubeconfig, &args);
+        let out = kubectl(kubeconfig, &args);
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        // can-i exits 0 for yes, 1 for no; anything else (or no answer) is an error.
+        // can-i exits 0 for yes, 1 for no; anything else (or no answer) is an error. (A
+        // resource the API server does not serve, e.g. Agones' before its CRDs are installed,
+        // only adds a warning: RBAC rules are about names.)
         let got = match (answer.as_str(), out.status.code()) {
             ("yes", Some(0)) => true,
             ("no", Some(1)) => false,
@@ -471,20 +525,27 @@ fn service_account_has_exactly_the_rbac_kubescaler_needs() {
                 String::from_utf8_lossy(&out.stderr)
             ),
         };
-        let mark = if got == expected { "ok" } else { "WRONG" };
+        let mark = if got == *expected { "ok" } else { "WRONG" };
         table.push_str(&format!(
-            "  can-i {question:<62} {answer:<3} (want {}) {mark}\n",
-            if expected { "yes" } else { "no" }
+            "  can-i {question:<76} {answer:<3} (want {}) {mark}\n",
+            if *expected { "yes" } else { "no" }
         ));
-        if got != expected {
-            wrong.push(question);
+        if got != *expected {
+            wrong.push(question.as_str());
         }
     }
-    eprintln!("kubectl auth can-i as {SA_USER}:\n{table}");
+    eprintln!("kubectl auth can-i as {user}:\n{table}");
     assert!(
         wrong.is_empty(),
-        "RBAC differs from least privilege on {wrong:?}:\n{table}"
+        "RBAC of {user} differs from least privilege on {wrong:?}:\n{table}"
     );
+}
+
+#[test]
+fn service_account_has_exactly_the_rbac_kubescaler_needs() {
+    let test = "service_account_has_exactly_the_rbac_kubescaler_needs";
+    let Some(d) = deployed(test) else { return };
+    assert_can_i(&d.sa_kubeconfig, SA_USER, &can_i_questions(CAN_I));
 
     // Real requests, not only the authorizer's opinion: each is refused with 403.
     for args in [
@@ -508,6 +569,288 @@ fn service_account_has_exactly_the_rbac_kubescaler_needs() {
             &["auth", "can-i", "--list", "-n", NAMESPACE]
         )
     );
+}
+
+// --- the Agones component (deploy/agones/) ------------------------------------------------
+
+/// The `can-i` matrix of base + the Agones component: its rights and what stays refused. Run
+/// together with every line of [`CAN_I`] not about Agones (the base's rights are unchanged).
+const AGONES_CAN_I: &str = "
+# What the Agones mode does (deploy/agones/rbac.yaml).
+yes get gameservers.agones.dev --all-namespaces
+yes list gameservers.agones.dev --all-namespaces
+yes watch gameservers.agones.dev --all-namespaces
+yes delete gameservers.agones.dev --all-namespaces
+yes delete gameservers.agones.dev/any-gameserver -n default
+yes get fleets.agones.dev --all-namespaces
+yes list fleets.agones.dev --all-namespaces
+yes watch fleets.agones.dev --all-namespaces
+yes get fleetautoscalers.autoscaling.agones.dev --all-namespaces
+yes list fleetautoscalers.autoscaling.agones.dev --all-namespaces
+yes watch fleetautoscalers.autoscaling.agones.dev --all-namespaces
+# GameServers: read and delete (compaction), never written; no status.
+no  create gameservers.agones.dev --all-namespaces
+no  update gameservers.agones.dev --all-namespaces
+no  patch gameservers.agones.dev --all-namespaces
+no  deletecollection gameservers.agones.dev --all-namespaces
+no  update gameservers.agones.dev --subresource=status --all-namespaces
+no  patch gameservers.agones.dev --subresource=status --all-namespaces
+# Fleets: read only (no scaling either).
+no  create fleets.agones.dev --all-namespaces
+no  update fleets.agones.dev --all-namespaces
+no  patch fleets.agones.dev --all-namespaces
+no  delete fleets.agones.dev --all-namespaces
+no  deletecollection fleets.agones.dev --all-namespaces
+no  update fleets.agones.dev --subresource=scale --all-namespaces
+no  patch fleets.agones.dev --subresource=scale --all-namespaces
+# FleetAutoscalers: read only.
+no  create fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  update fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  patch fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  delete fleetautoscalers.autoscaling.agones.dev --all-namespaces
+no  deletecollection fleetautoscalers.autoscaling.agones.dev --all-namespaces
+# The rest of Agones: nothing (it never allocates, never touches GameServerSets).
+no  get gameserversets.agones.dev --all-namespaces
+no  list gameserversets.agones.dev --all-namespaces
+no  watch gameserversets.agones.dev --all-namespaces
+no  create gameserversets.agones.dev --all-namespaces
+no  patch gameserversets.agones.dev --all-namespaces
+no  delete gameserversets.agones.dev --all-namespaces
+no  create gameserverallocations.allocation.agones.dev --all-namespaces
+no  create gameserverallocations.allocation.agones.dev -n default
+";
+
+/// The suffix of every name of the test's copy of base + component (except the Namespace,
+/// kubescaler's own): its ServiceAccount is kubescaler-agones-e2e, its ClusterRoles and
+/// bindings kubescaler-agones-e2e and kubescaler-agones-agones-e2e. Applying the component as
+/// shipped would grant kubescaler's own ServiceAccount the Agones rights, which the base's
+/// matrix (run by a parallel test against the same API server) refuses.
+const AGONES_E2E_SUFFIX: &str = "-agones-e2e";
+
+/// `to` relative to the directory `from` (kustomize takes relative paths only).
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from = from.canonicalize().unwrap();
+    let to = to.canonicalize().unwrap();
+    let mut rel = PathBuf::new();
+    for _ in from.components().skip(1) {
+        rel.push("..");
+    }
+    rel.push(to.strip_prefix("/").unwrap());
+    rel
+}
+
+/// Writes into `dir` an overlay of the base with the Agones component, as a user's overlay
+/// includes it (`deploy/agones/` is a Component: it does not build alone), with `name_suffix`
+/// on every name if given. Returns `dir` as a `&str` for kubectl.
+fn agones_overlay<'a>(dir: &'a Path, name_suffix: Option<&str>) -> &'a str {
+    let mut kustomization = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n\
+         kind: Kustomization\n\
+         resources: [{}]\n\
+         components: [{}]\n",
+        relative_path(dir, &repo().join("deploy")).display(),
+        relative_path(dir, &repo().join("deploy/agones")).display(),
+    );
+    if let Some(suffix) = name_suffix {
+        kustomization.push_str(&format!("nameSuffix: {suffix}\n"));
+    }
+    std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
+    dir.to_str().unwrap()
+}
+
+/// The documents of a rendering, by `Kind/name`.
+fn rendered_objects(rendered: &str) -> BTreeMap<String, serde_yaml::Value> {
+    let mut objects = BTreeMap::new();
+    for doc in serde_yaml::Deserializer::from_str(rendered) {
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+        let key = format!(
+            "{}/{}",
+            value["kind"].as_str().unwrap_or_default(),
+            value["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        assert!(
+            objects.insert(key.clone(), value).is_none(),
+            "{key} rendered twice"
+        );
+    }
+    objects
+}
+
+/// A ConfigMap's `config.yaml` as a YAML mapping.
+fn config_of(configmap: &serde_yaml::Value) -> serde_yaml::Mapping {
+    let text = configmap["data"]["config.yaml"]
+        .as_str()
+        .expect("the ConfigMap has data.config.yaml");
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("config.yaml: {e}\n{text}"))
+}
+
+/// `kubectl` on PATH, or `None` (after saying so) to skip a test that needs no cluster.
+fn kubectl_or_skip(test: &str) -> Option<()> {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        prereq::skip(
+            test,
+            "kubectl",
+            "install kubectl (it renders the kustomize manifests) and run the tests again",
+        );
+    }
+    found.then_some(())
+}
+
+/// Without a cluster: base + the Agones component renders, adds exactly its ClusterRole and
+/// ClusterRoleBinding (to kubescaler's ServiceAccount), changes nothing of the base but
+/// config.yaml, and that config.yaml is the base's plus `server-source: agones`. (Not passed
+/// through `kubescaler check-config`: the daemon does not know `server-source` yet.)
+#[test]
+fn agones_component_renders_its_rbac_and_server_source() {
+    let test = "agones_component_renders_its_rbac_and_server_source";
+    let Some(()) = kubectl_or_skip(test) else {
+        return;
+    };
+    let kustomize = |dir: &str| {
+        let out = Command::new("kubectl")
+            .args(["kustomize", dir])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {dir}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let base_rendered = kustomize(repo().join("deploy").to_str().unwrap());
+    // The base stays without any Agones access.
+    assert!(
+        !base_rendered.contains("agones"),
+        "the base mentions Agones:\n{base_rendered}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = kustomize(agones_overlay(dir.path(), None));
+    let mut base = rendered_objects(&base_rendered);
+    let mut overlay = rendered_objects(&rendered);
+
+    let role = overlay
+        .remove("ClusterRole/kubescaler-agones")
+        .unwrap_or_else(|| panic!("no ClusterRole kubescaler-agones:\n{rendered}"));
+    let rules = serde_json::to_value(&role["rules"]).unwrap();
+    assert_eq!(
+        rules,
+        json!([
+            {"apiGroups": ["agones.dev"], "resources": ["gameservers"],
+             "verbs": ["get", "list", "watch", "delete"]},
+            {"apiGroups": ["agones.dev"], "resources": ["fleets"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["autoscaling.agones.dev"], "resources": ["fleetautoscalers"],
+             "verbs": ["get", "list", "watch"]},
+        ]),
+        "the Agones ClusterRole's rules"
+    );
+    let binding = overlay
+        .remove("ClusterRoleBinding/kubescaler-agones")
+        .unwrap_or_else(|| panic!("no ClusterRoleBinding kubescaler-agones:\n{rendered}"));
+    assert_eq!(
+        serde_json::to_value(&binding["roleRef"]).unwrap(),
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+               "name": "kubescaler-agones"})
+    );
+    assert_eq!(
+        serde_json::to_value(&binding["subjects"]).unwrap(),
+        json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]),
+        "the Agones rights go to kubescaler's ServiceAccount"
+    );
+
+    // config.yaml: the base's, plus server-source: agones.
+    let key = "ConfigMap/kubescaler-config";
+    let mut config = config_of(&overlay.remove(key).expect("the overlay's ConfigMap"));
+    let base_config = config_of(&base.remove(key).expect("the base's ConfigMap"));
+    assert_eq!(
+        config.remove("server-source"),
+        Some("agones".into()),
+        "the component's config.yaml must set server-source: agones"
+    );
+    assert_eq!(
+        config, base_config,
+        "the component's config.yaml must be the base's plus server-source (update \
+         deploy/agones/configmap-patch.yaml to the base's deploy/configmap.yaml)"
+    );
+
+    // Everything else is the base's, unchanged (the base's ClusterRole included).
+    assert_eq!(
+        overlay.keys().collect::<Vec<_>>(),
+        base.keys().collect::<Vec<_>>(),
+        "the component adds or removes other objects"
+    );
+    for (key, object) in &base {
+        assert_eq!(
+            &overlay[key], object,
+            "the component changes {key} of the base"
+        );
+    }
+}
+
+/// On the control plane: a copy of base + component under [`AGONES_E2E_SUFFIX`] names (the
+/// shipped objects would widen kubescaler's own ServiceAccount, which the base's matrix checks
+/// in parallel) gives its ServiceAccount exactly the base's rights plus the Agones mode's.
+/// `can-i` needs no CRDs (RBAC rules are about names), so none are installed here.
+#[test]
+fn agones_component_service_account_has_exactly_the_agones_rbac() {
+    let test = "agones_component_service_account_has_exactly_the_agones_rbac";
+    let Some(d) = deployed(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = agones_overlay(dir.path(), Some(AGONES_E2E_SUFFIX));
+    let rendered = kubectl_ok(&d.admin, &["kustomize", overlay]);
+    // Before applying: no object but kubescaler's Namespace keeps a shipped name (it would
+    // overwrite the base's, e.g. its ClusterRoleBinding), and the Agones binding names the
+    // copy's ServiceAccount.
+    let objects = rendered_objects(&rendered);
+    for (key, object) in &objects {
+        assert!(
+            key == "Namespace/kubescaler" || key.ends_with(AGONES_E2E_SUFFIX),
+            "{key}: the test's copy would overwrite a shipped object"
+        );
+        for subject in object["subjects"].as_sequence().into_iter().flatten() {
+            assert_eq!(
+                subject["name"].as_str(),
+                Some(format!("{SERVICE_ACCOUNT}{AGONES_E2E_SUFFIX}").as_str()),
+                "{key} binds another subject"
+            );
+        }
+    }
+    let role = format!("ClusterRole/kubescaler-agones{AGONES_E2E_SUFFIX}");
+    assert!(objects.contains_key(&role), "no {role}:\n{rendered}");
+    kubectl_ok(&d.admin, &["apply", "-k", overlay]);
+
+    let service_account = format!("{SERVICE_ACCOUNT}{AGONES_E2E_SUFFIX}");
+    let user = format!("system:serviceaccount:{NAMESPACE}:{service_account}");
+    let sa_kubeconfig = dir.path().join("kubescaler-agones-sa.kubeconfig");
+    service_account_kubeconfig(&d.admin, &service_account, &user, &sa_kubeconfig);
+
+    // The Agones matrix, then every line of the base's not about Agones (yes and no: the
+    // base's rights neither lost nor widened). Each Agones question of the base's matrix must
+    // be answered here too, so none is dropped unchecked.
+    let agones = can_i_questions(AGONES_CAN_I);
+    let asked: BTreeSet<&str> = agones.iter().map(|(_, q)| q.as_str()).collect();
+    let (base_agones, base_rest): (Vec<_>, Vec<_>) = can_i_questions(CAN_I)
+        .into_iter()
+        .partition(|(_, q)| q.contains("agones.dev"));
+    let unasked: Vec<&str> = base_agones
+        .iter()
+        .map(|(_, q)| q.as_str())
+        .filter(|q| !asked.contains(q))
+        .collect();
+    assert!(
+        unasked.is_empty(),
+        "Agones questions of CAN_I missing from AGONES_CAN_I: {unasked:?}"
+    );
+    let mut questions = agones;
+    questions.extend(base_rest);
+    assert_can_i(&sa_kubeconfig, &user, &questions);
 }
 
 // --- the daemon with only the ServiceAccount's token --------------------------------------
