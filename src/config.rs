@@ -1705,15 +1705,9 @@ impl Resolver<'_> {
     /// The `agones-*` settings, each validated; set while `server-source` is not `agones` they
     /// are refused, as they would do nothing.
     fn agones_settings(&mut self, source: Option<ServerSource>) -> Option<AgonesSettings> {
-        const KEYS: [&str; 4] = [
-            "agones-namespaces",
-            "agones-fleets",
-            "agones-compaction-per-minute",
-            "agones-buffer",
-        ];
         let mut valid = true;
         if source == Some(ServerSource::Pods) {
-            for key in KEYS {
+            for key in KEYS.iter().copied().filter(|k| k.starts_with("agones-")) {
                 // Defaults are not a choice the operator made.
                 if let Some((kind, from)) =
                     self.get(key).filter(|(_, f)| *f != ValueSource::Default)

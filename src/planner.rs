@@ -411,7 +411,7 @@ impl NodeView<'_> {
     /// `3 free slots and 2` or, with GameServers, `3 free slots, 1 Ready and 0 starting
     /// GameServers, and 2` (the caller appends "servers").
     fn describe_slots(&self) -> String {
-        if self.warm + self.starting + self.compactable.len() as u32 == 0 {
+        if self.warm + self.starting == 0 {
             format!("{} free slots and {}", self.free_slots, self.servers)
         } else {
             format!(

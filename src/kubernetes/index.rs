@@ -197,6 +197,13 @@ pub fn game_server_of(pod: &Pod) -> Option<String> {
     Some(format!("{namespace}/{name}"))
 }
 
+/// The entries of an optional store, sorted by key (none without the store).
+fn sorted_entries<V: Clone>(store: Option<&Store<V>>) -> Vec<V> {
+    let mut entries: Vec<(&String, &V)> = store.iter().flat_map(|s| s.live.iter()).collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries.into_iter().map(|(_, v)| v.clone()).collect()
+}
+
 /// What an indexed entry change means to the planner.
 trait Entry: PartialEq {
     /// The event for `key` going from `old` to `new` (`None`: absent), if it matters.
@@ -505,23 +512,11 @@ impl ClusterIndex {
             })
             .cloned()
             .collect();
-        let mut game_servers: Vec<GameServerInfo> = self
-            .game_servers
-            .iter()
-            .flat_map(|s| s.live.values().cloned())
-            .collect();
-        game_servers.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let mut fleet_buffers: Vec<FleetBuffer> = self
-            .fleet_buffers
-            .iter()
-            .flat_map(|s| s.live.values().cloned())
-            .collect();
-        fleet_buffers.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(ClusterSnapshot {
             nodes,
             pods,
-            game_servers,
-            fleet_buffers,
+            game_servers: sorted_entries(self.game_servers.as_ref()),
+            fleet_buffers: sorted_entries(self.fleet_buffers.as_ref()),
         })
     }
 }
