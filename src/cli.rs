@@ -138,6 +138,11 @@ pub struct SimulateArgs {
     /// Where the simulated scheduler puts a server: the fullest node that fits, or the emptiest
     #[arg(long, value_enum, value_name = "HOW", default_value = "most-allocated")]
     pub placement: Placement,
+
+    /// With --server-source agones: Ready GameServers the simulated Fleet's FleetAutoscaler
+    /// keeps (Buffer policy: replicas = Allocated + N) [default: buffer-slot-size]
+    #[arg(long, value_name = "N")]
+    pub fleet_buffer_size: Option<u32>,
 }
 
 fn parse_step(s: &str) -> Result<SimDuration, String> {

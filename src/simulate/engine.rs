@@ -6,7 +6,9 @@
 //!
 //! Within a step, in order: nodes register or turn Ready, sessions end, new sessions arrive,
 //! the scheduler binds waiting servers, the pass runs (if due), the scheduler binds again (an
-//! uncordon may have freed slots), then the step is accounted.
+//! uncordon may have freed slots), then the step is accounted. With a Fleet, GameServers turn
+//! Ready with the nodes, and each binding of the scheduler is preceded by the allocations of
+//! waiting matches and the Fleet's replica update ([`super::world`]'s `fleet`).
 //!
 //! No real time passes: the loop's clock is the simulated one ([`Scaler::with_clock`]) and the
 //! passes run on a current-thread runtime whose futures never wait.
@@ -19,7 +21,7 @@ use crate::config::Config;
 use crate::scaler::{Clock, Scaler};
 
 use super::demand::Workload;
-use super::world::{self, lock, Calls, Census, PoolShape, SimCloud, SimCluster, World};
+use super::world::{self, lock, Calls, Census, FleetSpec, PoolShape, SimCloud, SimCluster, World};
 
 thread_local! {
     /// Simulated second of the run on this thread, for the log timestamps.
@@ -35,6 +37,9 @@ pub struct Scenario {
     pub step: u64,
     /// The pool.
     pub shape: PoolShape,
+    /// The Agones Fleet whose GameServers are the servers (`--server-source agones`), or
+    /// `None`: every session's server is a pod of its own.
+    pub fleet: Option<FleetSpec>,
 }
 
 impl Scenario {
@@ -79,6 +84,10 @@ pub struct Outcome {
     pub ended: u64,
     /// Servers running at the end.
     pub running_at_end: u64,
+    /// Nodes at the end.
+    pub nodes_at_end: u32,
+    /// The Fleet of the run, if its servers were GameServers.
+    pub fleet: Option<FleetSpec>,
     /// Sessions running at the start.
     pub warm_sessions: u64,
     /// What the loop did.
@@ -164,16 +173,21 @@ pub fn run(
     let slots = check_shape(&scenario.shape)?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
 
-    // Start warm: enough Ready nodes for the running sessions plus the buffer.
-    let needed = (workload.warm.len() as u64 + u64::from(config.buffer_slot_size))
+    // Start warm: enough Ready nodes for the running sessions plus the buffer (and the
+    // Fleet's Ready GameServers).
+    let fleet_buffer = scenario.fleet.map_or(0, |f| u64::from(f.buffer_size));
+    let needed = (workload.warm.len() as u64 + u64::from(config.buffer_slot_size) + fleet_buffer)
         .div_ceil(u64::from(slots));
     let initial_nodes = (needed.min(u64::from(config.maximum_node_pool_size)) as u32)
         .max(config.minimum_node_pool_size);
     let mut w = World::new(scenario.shape, initial_nodes);
+    if let Some(spec) = scenario.fleet {
+        w = w.with_fleet(spec);
+    }
     for &remaining in &workload.warm {
         w.add_warm_session(remaining);
     }
-    w.schedule();
+    w.settle();
     w.take_changed();
     let world = Arc::new(Mutex::new(w));
 
@@ -203,6 +217,8 @@ pub fn run(
         waiting_at_end: 0,
         ended: 0,
         running_at_end: 0,
+        nodes_at_end: 0,
+        fleet: scenario.fleet,
         warm_sessions: workload.warm.len() as u64,
         calls: Calls::default(),
         passes: 0,
@@ -284,7 +300,9 @@ pub fn run(
     out.waiting_at_end = records.iter().filter(|r| !r.started).count() as u64;
     out.waits = records.iter().map(|r| r.wait).collect();
     out.ended = w.sessions_ended();
-    out.running_at_end = u64::from(w.census().running);
+    let census = w.census();
+    out.running_at_end = u64::from(census.running);
+    out.nodes_at_end = census.nodes;
     out.calls = w.calls();
     progress(scenario.duration);
     Ok(out)

@@ -7,9 +7,11 @@
 //!   filled in ([`settings::FILLED_WHEN_MISSING`]) and a simulation's own defaults for
 //!   `maximum-node-pool-size` and `log-level` when they are not given.
 //! - [`demand`]: the sessions (seeded ChaCha8, drawn up front).
-//! - [`world`]: the simulated pool, scheduler, `Kubernetes` and `NodePoolProvider`.
+//! - [`world`]: the simulated pool, scheduler, `Kubernetes` and `NodePoolProvider`; with
+//!   `--server-source agones`, an Agones Fleet whose GameServers are the servers.
 //! - [`engine`]: steps simulated time and runs [`crate::scaler::Scaler::reconcile`].
-//! - [`report`] and [`svg`]: the summary, `report.json`, the charts, the sweep table.
+//! - [`report`] and [`svg`]: the summary, `report.json`, the charts, the sweep table, the
+//!   Agones comparison (pods mode, Agones without and with compaction on the same day).
 //!
 //! The same command line (and config) gives the same stdout, `report.json` and SVG, byte for
 //! byte: the wall time goes to stderr only.
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::SimulateArgs;
-use crate::config::{ConfigSources, LogFormat, NodeTemplate};
-use crate::model::Resources;
+use crate::config::{Config, ConfigSources, LogFormat, NodeTemplate};
+use crate::model::{Resources, ServerSource};
 
 pub mod args;
 pub mod demand;
@@ -39,10 +41,11 @@ use self::args::human_secs;
 use self::demand::{Demand, Workload};
 use self::engine::{Outcome, Scenario, SimError};
 use self::report::{
-    cheapest_meeting, ConfigReport, Report, ScenarioReport, Series, Summary, SweepReport,
+    cheapest_meeting, ComparisonReport, ComparisonRow, ConfigReport, Report, ScenarioReport,
+    Series, Summary, SweepReport,
 };
 use self::settings::SimConfig;
-use self::world::PoolShape;
+use self::world::{FleetSpec, PoolShape, GAME_SERVER_READY_DELAY};
 
 /// Shape of a simulated node when no `node-template-*` keys are given: 8 CPUs, 16 GiB, 110
 /// pods allocatable.
@@ -118,6 +121,8 @@ pub struct Produced {
     pub files: Vec<PathBuf>,
     /// Server pods killed, over every run.
     pub servers_killed: u64,
+    /// Live matches (Allocated GameServers) lost, over every run with a Fleet.
+    pub matches_lost: u64,
 }
 
 /// The `simulate` subcommand: runs, prints, writes, and returns the exit code (0; 1 when a
@@ -150,6 +155,13 @@ pub fn main(args: &SimulateArgs, sources: &ConfigSources) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_FAILURE);
             }
+            if produced.matches_lost > 0 {
+                eprintln!(
+                    "kubescaler simulate: {} Allocated GameServers (live matches) were lost: this is a bug, please report it with the command line",
+                    produced.matches_lost
+                );
+                return ExitCode::from(EXIT_FAILURE);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -173,6 +185,9 @@ pub fn execute(
         .demand
         .workload(scenario.duration, input.mean_session, input.seed);
     match args.sweep_buffer {
+        None if scenario.fleet.is_some() => {
+            compare(args, &input, &scenario, &workload, slots, progress)
+        }
         None => single(args, &input, &scenario, &workload, slots, progress),
         Some(range) => {
             let buffers: Vec<u32> = range.sizes().collect();
@@ -215,6 +230,16 @@ pub fn prepare(
         boot_delay: args.boot_delay.secs(),
         placement: args.placement,
     };
+    // Agones mode plays a Fleet whose FleetAutoscaler keeps `buffer-slot-size` Ready
+    // GameServers unless told otherwise: the same number of warm slots as pods mode's buffer.
+    let c = &config.config;
+    let fleet = (c.server_source == ServerSource::Agones).then(|| FleetSpec {
+        buffer_size: args.fleet_buffer_size.unwrap_or(c.buffer_slot_size),
+        max_replicas: c
+            .maximum_node_pool_size
+            .saturating_mul(shape.slots_per_node()),
+        ready_delay: GAME_SERVER_READY_DELAY,
+    });
     let input = SimInput {
         config,
         demand,
@@ -225,6 +250,7 @@ pub fn prepare(
         duration,
         step: args.step.secs().max(1),
         shape,
+        fleet,
     };
     Ok((input, scenario))
 }
@@ -257,8 +283,12 @@ pub fn render_run(input: &SimInput, scenario: &Scenario, outcome: &Outcome) -> (
         summary: summary.clone(),
     };
     let json = report.to_json();
+    let mode = match outcome.fleet {
+        Some(_) => format!(" ({})", mode_name(&input.config.config)),
+        None => String::new(),
+    };
     let title = format!(
-        "kubescaler simulate: buffer {}, {}, seed {}",
+        "kubescaler simulate{mode}: buffer {}, {}, seed {}",
         outcome.buffer,
         human_secs(scenario.duration),
         input.seed
@@ -301,6 +331,106 @@ fn single(
         stdout,
         files,
         servers_killed: summary.server_pods_killed,
+        matches_lost: 0,
+    })
+}
+
+/// A row's name in the Agones comparison.
+fn mode_name(config: &Config) -> String {
+    match (config.server_source, config.agones.compaction_per_minute) {
+        (ServerSource::Pods, _) => "pods mode".to_string(),
+        (ServerSource::Agones, 0) => "agones, compaction off".to_string(),
+        (ServerSource::Agones, n) => format!("agones, compaction {n}/min"),
+    }
+}
+
+/// The configurations the Agones comparison runs, the configured one last: kubescaler in
+/// pods mode (every GameServer pod is a server pod, so an idle Ready one keeps its node), in
+/// Agones mode without compaction, and in Agones mode with the configured compaction (left
+/// out when that is 0: it is the row without).
+pub fn comparison_configs(config: &Config) -> Vec<Config> {
+    let mut pods = config.clone();
+    pods.server_source = ServerSource::Pods;
+    pods.agones = Default::default();
+    let mut off = config.clone();
+    off.agones.compaction_per_minute = 0;
+    let mut configs = vec![pods, off];
+    if config.agones.compaction_per_minute > 0 {
+        configs.push(config.clone());
+    }
+    configs
+}
+
+/// Runs the [`comparison_configs`] of `input` (in parallel): the table's rows and the runs'
+/// outcomes, in the same order, the configured run last.
+pub fn compare_runs(
+    input: &SimInput,
+    scenario: &Scenario,
+    workload: &Workload,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(Vec<ComparisonRow>, Vec<Outcome>), SimError> {
+    let configs = comparison_configs(&input.config.config);
+    let outcomes = run_configs(scenario, workload, &configs, progress)?;
+    let rows = configs
+        .iter()
+        .zip(&outcomes)
+        .map(|(c, o)| ComparisonRow {
+            mode: mode_name(c),
+            server_source: c.server_source.as_str(),
+            compaction_per_minute: c.agones.compaction_per_minute,
+            summary: Summary::of(o, scenario.duration),
+        })
+        .collect();
+    Ok((rows, outcomes))
+}
+
+/// Agones mode: the configured run's summary and files, and the comparison of the modes on
+/// the same day, seed and Fleet (`comparison.json`, the table).
+fn compare(
+    args: &SimulateArgs,
+    input: &SimInput,
+    scenario: &Scenario,
+    workload: &Workload,
+    slots: u32,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Produced, SimulateError> {
+    let (rows, outcomes) = compare_runs(input, scenario, workload, progress)?;
+    let mut files = Vec::new();
+    let mut stdout = report::header(input, scenario, slots);
+    if let (Some(configured), Some(row)) = (outcomes.last(), rows.last()) {
+        let (json, chart) = render_run(input, scenario, configured);
+        write(&args.out, "report.json", &json, &mut files)?;
+        write(&args.out, "chart.svg", &chart, &mut files)?;
+        stdout.push('\n');
+        stdout.push_str(&report::summary_text(&row.summary));
+    }
+    let comparison = ComparisonReport {
+        kubescaler_version: env!("CARGO_PKG_VERSION"),
+        scenario: ScenarioReport::of(input, scenario, slots),
+        config: ConfigReport::of(input),
+        rows: rows.clone(),
+    };
+    let json = serde_json::to_string_pretty(&comparison).unwrap_or_default() + "\n";
+    write(&args.out, "comparison.json", &json, &mut files)?;
+    stdout.push_str(&format!(
+        "\ncomparison on the same day, seed {} and Fleet (buffer {} Ready GameServers):\n",
+        input.seed,
+        scenario.fleet.map_or(0, |f| f.buffer_size)
+    ));
+    stdout.push_str(&report::comparison_table(
+        &rows,
+        input.config.config.minimum_node_pool_size,
+    ));
+    stdout.push_str(&wrote(&files));
+    Ok(Produced {
+        stdout,
+        files,
+        servers_killed: rows.iter().map(|r| r.summary.server_pods_killed).sum(),
+        matches_lost: rows
+            .iter()
+            .filter_map(|r| r.summary.agones)
+            .map(|a| a.lost_matches)
+            .sum(),
     })
 }
 
@@ -318,26 +448,43 @@ pub fn run_buffers(
     buffers: &[u32],
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Vec<Outcome>, SimError> {
-    let total = scenario.duration * buffers.len() as u64;
+    let configs: Vec<Config> = buffers
+        .iter()
+        .map(|&buffer| {
+            let mut config = input.config.config.clone();
+            config.buffer_slot_size = buffer;
+            config
+        })
+        .collect();
+    run_configs(scenario, workload, &configs, progress)
+}
+
+/// Runs the scenario once per configuration on up to as many threads as there are cores; the
+/// outcomes come back in the order of `configs` whatever the threads did.
+pub fn run_configs(
+    scenario: &Scenario,
+    workload: &Workload,
+    configs: &[Config],
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Vec<Outcome>, SimError> {
+    let total = scenario.duration * configs.len() as u64;
     let done = AtomicU64::new(0);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<Outcome, SimError>>>> =
-        Mutex::new((0..buffers.len()).map(|_| None).collect());
+        Mutex::new((0..configs.len()).map(|_| None).collect());
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(buffers.len())
+        .min(configs.len())
         .max(1);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&buffer) = buffers.get(i) else {
+                let Some(config) = configs.get(i) else {
                     break;
                 };
-                let mut config = input.config.config.clone();
-                config.buffer_slot_size = buffer;
                 let last = AtomicU64::new(0);
-                let result = engine::run(&config, scenario, workload, &|t| {
+                let result = engine::run(config, scenario, workload, &|t| {
                     let before = last.swap(t, Ordering::Relaxed);
                     let sum = done.fetch_add(t.saturating_sub(before), Ordering::Relaxed);
                     progress(sum + t.saturating_sub(before), total);
@@ -413,6 +560,11 @@ fn sweep(
         stdout,
         files,
         servers_killed: runs.iter().map(|s| s.server_pods_killed).sum(),
+        matches_lost: runs
+            .iter()
+            .filter_map(|s| s.agones)
+            .map(|a| a.lost_matches)
+            .sum(),
     })
 }
 

@@ -9,6 +9,8 @@ use serde::Serialize;
 use super::args::human_secs;
 use super::engine::{Outcome, Scenario};
 use super::SimInput;
+use crate::agones::AgonesSettings;
+use crate::model::ServerSource;
 
 /// Rounds to `digits` decimals, so that JSON shows no float noise.
 fn round(v: f64, digits: i32) -> f64 {
@@ -153,6 +155,21 @@ pub struct Summary {
     pub planner_warnings: Warnings,
     /// Server pods on a node when it was deleted. Must be 0.
     pub server_pods_killed: u64,
+    /// The GameServer figures, for a run whose servers were an Agones Fleet's (absent from the
+    /// JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agones: Option<FleetFigures>,
+}
+
+/// What a run with an Agones Fleet adds to its figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FleetFigures {
+    /// Nodes at the end of the run.
+    pub nodes_at_end: u32,
+    /// Ready GameServers kubescaler deleted (compaction).
+    pub game_servers_compacted: u64,
+    /// Allocated GameServers (live matches) lost: on a deleted node, or deleted. Must be 0.
+    pub lost_matches: u64,
 }
 
 impl Summary {
@@ -197,6 +214,11 @@ impl Summary {
                 }),
             },
             server_pods_killed: o.calls.servers_killed,
+            agones: o.fleet.map(|_| FleetFigures {
+                nodes_at_end: o.nodes_at_end,
+                game_servers_compacted: o.calls.game_servers_compacted,
+                lost_matches: o.calls.matches_lost,
+            }),
         }
     }
 }
@@ -234,6 +256,20 @@ pub struct ScenarioReport {
     pub slots_per_node: u32,
     /// Scheduler placement.
     pub placement: &'static str,
+    /// The Agones Fleet, when the servers are its GameServers (absent from the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetReport>,
+}
+
+/// The simulated Agones Fleet, for the reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FleetReport {
+    /// Its FleetAutoscaler's Buffer policy: `bufferSize`.
+    pub buffer_size: u32,
+    /// Its FleetAutoscaler's Buffer policy: `maxReplicas`.
+    pub max_replicas: u32,
+    /// Seconds from a GameServer's pod being bound to its being Ready.
+    pub ready_delay_sec: u64,
 }
 
 /// The configuration that matters to a run, for the reports.
@@ -262,6 +298,9 @@ pub struct ConfigReport {
     /// Keys whose value the simulation chose, with the value (a JSON object, in key order).
     #[serde(serialize_with = "pairs_as_map")]
     pub simulation_values: Vec<(&'static str, String)>,
+    /// The `agones-*` settings with `server-source: agones` (absent from the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agones: Option<AgonesSettings>,
 }
 
 /// `report.json`.
@@ -367,6 +406,11 @@ impl ScenarioReport {
             boot_delay_sec: s.boot_delay,
             slots_per_node: slots,
             placement: s.placement.as_str(),
+            fleet: scenario.fleet.map(|f| FleetReport {
+                buffer_size: f.buffer_size,
+                max_replicas: f.max_replicas,
+                ready_delay_sec: f.ready_delay,
+            }),
         }
     }
 }
@@ -387,6 +431,7 @@ impl ConfigReport {
             node_template: c.node_template.is_some(),
             dry_run: c.dry_run,
             simulation_values: input.config.simulation_values.clone(),
+            agones: (c.server_source == ServerSource::Agones).then(|| c.agones.clone()),
         }
     }
 }
@@ -474,6 +519,20 @@ pub fn header(input: &SimInput, scenario: &Scenario, slots: u32) -> String {
         human_secs(scenario.step),
         s.placement.as_str(),
     );
+    if let Some(f) = &scenario.fleet {
+        let _ = writeln!(
+            out,
+            "agones  one Fleet, FleetAutoscaler Buffer {} (replicas = Allocated + {}, max {}), \
+             GameServers Ready {} after binding, Packed allocation; agones-buffer {}, \
+             compaction {}/min",
+            f.buffer_size,
+            f.buffer_size,
+            f.max_replicas,
+            human_secs(f.ready_delay),
+            c.agones.buffer.as_str(),
+            c.agones.compaction_per_minute,
+        );
+    }
     out
 }
 
@@ -555,6 +614,18 @@ pub fn summary_text(summary: &Summary) -> String {
             &mut out,
             "first warning",
             format!("at {}: {}", clock_time(w.at_sec), w.message),
+        );
+    }
+    if let Some(a) = &s.agones {
+        line(
+            &mut out,
+            "GameServers",
+            format!(
+                "{} compacted, {} matches lost, {} nodes at the end",
+                thousands(a.game_servers_compacted),
+                a.lost_matches,
+                a.nodes_at_end
+            ),
         );
     }
     line(
@@ -663,6 +734,105 @@ pub fn sweep_table(runs: &[Summary], target: f64, chosen: Option<u32>) -> String
     out
 }
 
+/// One row of the Agones comparison: a run on the same day, seed and Fleet, kubescaler set
+/// up one way.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ComparisonRow {
+    /// What the row is, as the table names it.
+    pub mode: String,
+    /// `server-source` kubescaler read the cluster with.
+    pub server_source: &'static str,
+    /// `agones-compaction-per-minute` (0: off; not used in pods mode).
+    pub compaction_per_minute: u32,
+    /// The figures.
+    pub summary: Summary,
+}
+
+/// `comparison.json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ComparisonReport {
+    /// kubescaler's version.
+    pub kubescaler_version: &'static str,
+    /// The scenario.
+    pub scenario: ScenarioReport,
+    /// The configuration (server source and compaction vary by row).
+    pub config: ConfigReport,
+    /// One row per mode.
+    pub rows: Vec<ComparisonRow>,
+}
+
+/// The Agones comparison table, and what compaction saves when a row has it.
+pub fn comparison_table(rows: &[ComparisonRow], minimum_nodes: u32) -> String {
+    let mut out = String::new();
+    let width = rows.iter().map(|r| r.mode.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>10}  {:>10}  {:>12}  {:>13}  {:>8}  {:>9}  {:>12}",
+        "mode",
+        "node-hours",
+        "peak nodes",
+        "nodes at end",
+        "instant start",
+        "p99 wait",
+        "compacted",
+        "lost matches"
+    );
+    for r in rows {
+        let s = &r.summary;
+        let a = s.agones.unwrap_or(FleetFigures {
+            nodes_at_end: 0,
+            game_servers_compacted: 0,
+            lost_matches: 0,
+        });
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>10.2}  {:>10}  {:>12}  {:>13}  {:>8}  {:>9}  {:>12}",
+            r.mode,
+            s.node_hours,
+            s.peak_nodes,
+            a.nodes_at_end,
+            percent(s.sessions.instant_share),
+            human_secs(s.wait_sec.p99),
+            thousands(a.game_servers_compacted),
+            a.lost_matches,
+        );
+    }
+    let compacting = rows
+        .iter()
+        .find(|r| r.server_source == ServerSource::Agones.as_str() && r.compaction_per_minute > 0);
+    let Some(with) = compacting else {
+        return out;
+    };
+    let saved = |other: Option<&ComparisonRow>| {
+        other.map(|o| {
+            let (a, b) = (o.summary.node_hours, with.summary.node_hours);
+            let share = if a > 0.0 { (a - b) / a * 100.0 } else { 0.0 };
+            format!(
+                "{:.2} node-hours ({share:.1} %) against \"{}\"",
+                a - b,
+                o.mode
+            )
+        })
+    };
+    let others: Vec<String> = [
+        rows.iter().find(|r| {
+            r.server_source == ServerSource::Agones.as_str() && r.compaction_per_minute == 0
+        }),
+        rows.iter()
+            .find(|r| r.server_source == ServerSource::Pods.as_str()),
+    ]
+    .into_iter()
+    .filter_map(saved)
+    .collect();
+    let _ = writeln!(
+        out,
+        "\ncompaction saves {}; {} nodes at the end (minimum {minimum_nodes})",
+        others.join(" and "),
+        with.summary.agones.map_or(0, |a| a.nodes_at_end),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,6 +895,7 @@ mod tests {
                 first: None,
             },
             server_pods_killed: 0,
+            agones: None,
         }
     }
 

@@ -30,6 +30,15 @@ fn execute_in(dir: &Path, args: &[&str]) -> Produced {
     execute(&args, config, &|_, _| {}).expect("simulation runs")
 }
 
+/// Stdout without the `wrote` line, whose paths differ between two output folders.
+fn without_paths(stdout: &str) -> String {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with("wrote "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).expect("file written")
 }
@@ -56,13 +65,7 @@ fn same_seed_gives_byte_identical_stdout_report_and_chart() {
     for name in ["report.json", "chart.svg"] {
         assert_eq!(read(a.path(), name), read(b.path(), name), "{name} differs");
     }
-    let strip = |s: &str| {
-        s.lines()
-            .filter(|l| !l.starts_with("wrote "))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    assert_eq!(strip(&pa.stdout), strip(&pb.stdout));
+    assert_eq!(without_paths(&pa.stdout), without_paths(&pb.stdout));
 
     let c = tempfile::tempdir().expect("tempdir");
     execute_in(c.path(), &["--duration", "6h", "--seed", "43"]);
@@ -230,4 +233,211 @@ fn report_json_holds_summary_config_and_one_row_per_minute() {
     assert_eq!(rows[120][0], 7200);
     // One row per line keeps the file small and diffable.
     assert!(text.contains("\n      [7200, "));
+}
+
+/// The Agones comparison of `args` (with `--server-source agones`): rows and outcomes.
+fn comparison_of(args: &[&str]) -> (Vec<ComparisonRow>, Vec<Outcome>) {
+    let mut all = vec!["--server-source", "agones"];
+    all.extend_from_slice(args);
+    let (args, config) = parse(&all);
+    let (input, scenario) = prepare(&args, config).expect("valid scenario");
+    let workload = input
+        .demand
+        .workload(scenario.duration, input.mean_session, input.seed);
+    compare_runs(&input, &scenario, &workload, &|_, _| {}).expect("runs")
+}
+
+/// The comparison on the built-in day with the defaults, computed once for the tests below.
+fn built_in_day() -> &'static (Vec<ComparisonRow>, Vec<Outcome>) {
+    static DAY: std::sync::OnceLock<(Vec<ComparisonRow>, Vec<Outcome>)> =
+        std::sync::OnceLock::new();
+    DAY.get_or_init(|| comparison_of(&[]))
+}
+
+/// A trace whose load ends: 150 concurrent sessions for 3 h, none after 03:20, until 06:00.
+fn load_that_ends(dir: &Path) -> String {
+    let trace = dir.join("ends.csv");
+    std::fs::write(
+        &trace,
+        "time,concurrent_sessions\n0,150\n03:00,150\n03:20,0\n06:00,0\n",
+    )
+    .expect("write");
+    trace.to_str().expect("utf-8").to_string()
+}
+
+fn figures(row: &ComparisonRow) -> report::FleetFigures {
+    row.summary
+        .agones
+        .expect("a Fleet run has GameServer figures")
+}
+
+#[test]
+fn agones_comparison_rows_are_pods_mode_then_agones_without_and_with_compaction() {
+    let (rows, _) = built_in_day();
+    let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+    assert_eq!(
+        modes,
+        [
+            "pods mode",
+            "agones, compaction off",
+            "agones, compaction 30/min"
+        ]
+    );
+    // Only the row with compaction compacts.
+    let compacted: Vec<u64> = rows
+        .iter()
+        .map(|r| figures(r).game_servers_compacted)
+        .collect();
+    assert_eq!(compacted[..2], [0, 0]);
+    assert!(compacted[2] > 0, "{compacted:?}");
+    // The same day in every row.
+    let arrived: Vec<u64> = rows.iter().map(|r| r.summary.sessions.arrived).collect();
+    assert!(arrived.iter().all(|&a| a == arrived[0]), "{arrived:?}");
+}
+
+#[test]
+fn agones_compaction_costs_fewer_node_hours_than_no_compaction_on_the_built_in_day() {
+    let (rows, _) = built_in_day();
+    let hours: Vec<f64> = rows.iter().map(|r| r.summary.node_hours).collect();
+    assert!(
+        hours[2] < hours[1],
+        "with {} vs without {}",
+        hours[2],
+        hours[1]
+    );
+    assert!(
+        hours[2] < hours[0],
+        "with {} vs pods mode {}",
+        hours[2],
+        hours[0]
+    );
+}
+
+#[test]
+fn no_allocated_game_server_is_ever_lost_in_any_row_of_the_comparison() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = load_that_ends(dir.path());
+    let (ended, ended_outcomes) = comparison_of(&["--trace", &trace]);
+    let (day, day_outcomes) = built_in_day();
+    for (row, outcome) in day
+        .iter()
+        .zip(day_outcomes)
+        .chain(ended.iter().zip(&ended_outcomes))
+    {
+        // An Allocated GameServer on a deleted node, or deleted, is a lost match.
+        assert_eq!(figures(row).lost_matches, 0, "{}", row.mode);
+        // No GameServer pod at all, Ready ones included, went with a deleted node.
+        assert_eq!(row.summary.server_pods_killed, 0, "{}", row.mode);
+        assert_eq!(outcome.failed_passes, 0, "{}", row.mode);
+        assert!(
+            row.summary.actions.delete > 0,
+            "{}: deletes nodes",
+            row.mode
+        );
+    }
+}
+
+#[test]
+fn agones_compaction_returns_the_pool_to_its_minimum_after_load_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = load_that_ends(dir.path());
+    let (rows, outcomes) = comparison_of(&["--trace", &trace]);
+    let at_end: Vec<u32> = rows.iter().map(|r| figures(r).nodes_at_end).collect();
+    let minimum = 2;
+    assert_eq!(at_end[2], minimum, "{at_end:?}");
+    // Without compaction, idle Ready GameServers keep their nodes.
+    assert!(at_end[1] > minimum && at_end[0] > minimum, "{at_end:?}");
+    assert_eq!(outcomes[2].running_at_end, 0);
+    assert!(rows[2].summary.node_hours < rows[1].summary.node_hours);
+}
+
+#[test]
+fn same_seed_gives_the_same_agones_comparison_byte_for_byte() {
+    let (a, b, c) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let args = [
+        "--server-source",
+        "agones",
+        "--duration",
+        "6h",
+        "--seed",
+        "7",
+    ];
+    let pa = execute_in(a.path(), &args);
+    let pb = execute_in(b.path(), &args);
+    for name in ["report.json", "chart.svg", "comparison.json"] {
+        assert_eq!(read(a.path(), name), read(b.path(), name), "{name} differs");
+    }
+    assert_eq!(without_paths(&pa.stdout), without_paths(&pb.stdout));
+    assert!(
+        pa.stdout.contains("agones, compaction 30/min"),
+        "{}",
+        pa.stdout
+    );
+    execute_in(
+        c.path(),
+        &[
+            "--server-source",
+            "agones",
+            "--duration",
+            "6h",
+            "--seed",
+            "8",
+        ],
+    );
+    assert_ne!(
+        read(a.path(), "comparison.json"),
+        read(c.path(), "comparison.json")
+    );
+}
+
+#[test]
+fn pods_mode_output_carries_no_agones_figures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let produced = execute_in(dir.path(), &["--duration", "2h"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&read(dir.path(), "report.json")).expect("json");
+    assert!(report["summary"].get("agones").is_none());
+    assert!(report["scenario"].get("fleet").is_none());
+    assert!(report["config"].get("agones").is_none());
+    assert!(!produced.stdout.contains("GameServers"));
+    assert!(!produced.stdout.contains("comparison"));
+    assert!(!dir.path().join("comparison.json").exists());
+}
+
+#[test]
+fn a_compaction_rate_of_zero_leaves_out_the_row_with_compaction() {
+    let (_, config) = parse(&[
+        "--server-source",
+        "agones",
+        "--agones-compaction-per-minute",
+        "0",
+    ]);
+    let configs = comparison_configs(&config.config);
+    let sources: Vec<_> = configs
+        .iter()
+        .map(|c| (c.server_source, c.agones.compaction_per_minute))
+        .collect();
+    assert_eq!(
+        sources,
+        [(ServerSource::Pods, 0), (ServerSource::Agones, 0)]
+    );
+}
+
+#[test]
+fn the_fleet_buffer_is_buffer_slot_size_unless_given() {
+    let fleet = |args: &[&str]| {
+        let (args, config) = parse(args);
+        prepare(&args, config).expect("valid").1.fleet
+    };
+    assert_eq!(fleet(&[]), None, "pods mode plays no Fleet");
+    let spec = fleet(&["--server-source", "agones", "--buffer-slot-size", "5"]);
+    assert_eq!(spec.map(|f| f.buffer_size), Some(5));
+    // All the pool holds: maximum-node-pool-size 100 x 7 servers per node.
+    assert_eq!(spec.map(|f| f.max_replicas), Some(700));
+    let spec = fleet(&["--server-source", "agones", "--fleet-buffer-size", "9"]);
+    assert_eq!(spec.map(|f| f.buffer_size), Some(9));
 }

@@ -13,6 +13,9 @@
 //!   Ready, schedulable (not cordoned) node, the fullest or emptiest first
 //!   ([`Placement`]), ties to the oldest node. It ends when its session does.
 //! - Deleting a node with a server pod on it kills that server: counted, and must never happen.
+//!
+//! With a Fleet ([`World::with_fleet`], `--server-source agones`) the server pods are those of
+//! Agones GameServers instead, and a session is a match that takes a Ready one: see [`fleet`].
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -23,12 +26,18 @@ use jiff::Timestamp;
 use tokio::sync::broadcast;
 
 use super::args::Placement;
+use crate::agones::{GameServerDelete, GameServerInfo, LiveNodeServers};
 use crate::kubernetes::{ChangeEvent, KubeError, Kubernetes};
 use crate::kubernetes::{MarkOp, MarkOutcome};
 use crate::model::{CloudNode, CloudPool, InstanceStatus};
 use crate::model::{ClusterSnapshot, NodeState, PodState, Resources};
 use crate::provider::{NodePoolProvider, ProviderError};
 use crate::scheduling::slots_in;
+
+pub mod fleet;
+
+use self::fleet::Fleet;
+pub use self::fleet::{FleetSpec, GAME_SERVER_READY_DELAY};
 
 /// Second 0 of every simulation: 2025-01-01T00:00:00Z. The planner's timestamps (node
 /// creation, cordon marks) are this plus the simulated seconds.
@@ -103,6 +112,8 @@ struct Session {
     phase: Phase,
     /// Running at second 0 (not counted in the arrival statistics).
     warm: bool,
+    /// With a Fleet: the GameServer it was allocated (its server pod).
+    game_server: Option<u32>,
 }
 
 /// One node of the pool.
@@ -121,7 +132,7 @@ struct SimNode {
     fenced: bool,
     cordoned_by_kubescaler: bool,
     cordon_timestamp: Option<String>,
-    /// Sessions whose servers run here.
+    /// Sessions whose servers run here (with a Fleet: GameServers whose pods run here).
     servers: Vec<u32>,
     /// Its DaemonSet pods (bound once it registers).
     daemon_pods: Vec<PodState>,
@@ -149,8 +160,13 @@ pub struct Calls {
     pub uncordons: u64,
     /// Nodes deleted.
     pub deletions: u64,
-    /// Server pods that were on a node when it was deleted.
+    /// Server pods that were on a node when it was deleted (with a Fleet: GameServer pods,
+    /// Ready ones too).
     pub servers_killed: u64,
+    /// With a Fleet: Allocated GameServers (live matches) lost with their node or deleted.
+    pub matches_lost: u64,
+    /// With a Fleet: Ready GameServers kubescaler deleted (compaction).
+    pub game_servers_compacted: u64,
 }
 
 /// Per-session outcome, for the statistics.
@@ -173,9 +189,10 @@ pub struct Census {
     pub booting: u32,
     /// Nodes kubescaler cordoned.
     pub cordoned: u32,
-    /// Free server slots on Ready, schedulable nodes.
+    /// Free server slots on Ready, schedulable nodes (with a Fleet: Ready GameServers, on any
+    /// node, the slots a match takes at once).
     pub free_slots: u32,
-    /// Servers running.
+    /// Servers running (with a Fleet: Allocated GameServers, the matches).
     pub running: u32,
     /// Sessions waiting for a slot.
     pub waiting: u32,
@@ -189,7 +206,8 @@ pub struct World {
     nodes: Vec<SimNode>,
     next_node_id: u64,
     sessions: Vec<Session>,
-    /// Waiting sessions, first come first served.
+    /// Waiting sessions, first come first served (with a Fleet: matches waiting for a Ready
+    /// GameServer).
     pending: VecDeque<u32>,
     /// `(end second, session)` of running sessions.
     ends: BinaryHeap<Reverse<(i64, u32)>>,
@@ -198,6 +216,8 @@ pub struct World {
     /// Something a change event would report happened since the last [`World::take_changed`].
     changed: bool,
     calls: Calls,
+    /// The Agones side, if the servers are GameServers.
+    fleet: Option<Fleet>,
 }
 
 impl World {
@@ -215,6 +235,7 @@ impl World {
             next_boot_event: i64::MAX,
             changed: false,
             calls: Calls::default(),
+            fleet: None,
         };
         for _ in 0..initial_nodes {
             // Booted an hour before the start.
@@ -222,6 +243,21 @@ impl World {
         }
         world.next_boot_event = i64::MAX;
         world
+    }
+
+    /// The same pool whose server pods are the GameServers of one Agones Fleet (see
+    /// [`fleet`]): sessions are matches that take a Ready GameServer.
+    pub fn with_fleet(mut self, spec: FleetSpec) -> Self {
+        self.fleet = Some(Fleet::new(spec));
+        self
+    }
+
+    /// Brings the world to second 0 once the warm sessions are added: their servers run (with
+    /// a Fleet, its GameServers for them and its buffer were created before the start, are
+    /// bound and Ready, and the warm matches are allocated).
+    pub fn settle(&mut self) {
+        self.settle_fleet();
+        self.schedule();
     }
 
     /// Servers per node.
@@ -279,7 +315,8 @@ impl World {
     pub fn arrive(&mut self, length: u64) {
         let id = self.new_session(self.now, length, false);
         self.pending.push_back(id);
-        self.changed = true;
+        // A match waiting for an allocation is no object kubescaler watches; a server pod is.
+        self.changed |= self.fleet.is_none();
     }
 
     fn new_session(&mut self, arrived: i64, length: u64, warm: bool) -> u32 {
@@ -291,6 +328,7 @@ impl World {
             started: None,
             phase: Phase::Waiting,
             warm,
+            game_server: None,
         });
         id
     }
@@ -315,6 +353,7 @@ impl World {
             }
             self.next_boot_event = next;
         }
+        self.ready_game_servers(t);
         while let Some(&Reverse((end, id))) = self.ends.peek() {
             if end > t {
                 break;
@@ -333,15 +372,27 @@ impl World {
             return;
         };
         session.phase = Phase::Ended;
-        if let Some(n) = self.node_by_id(node) {
-            n.servers.retain(|s| *s != id);
+        match session.game_server {
+            // The match ends: its GameServer shuts down and is deleted.
+            Some(gs) => {
+                self.remove_game_server(gs);
+            }
+            None => {
+                if let Some(n) = self.node_by_id(node) {
+                    n.servers.retain(|s| *s != id);
+                }
+            }
         }
         self.changed = true;
     }
 
     fn node_by_id(&mut self, id: u64) -> Option<&mut SimNode> {
-        let i = self.nodes.binary_search_by_key(&id, |n| n.id).ok()?;
+        let i = self.node_position(id)?;
         self.nodes.get_mut(i)
+    }
+
+    fn node_position(&self, id: u64) -> Option<usize> {
+        self.nodes.binary_search_by_key(&id, |n| n.id).ok()
     }
 
     fn node_index(&self, name: &str) -> Option<usize> {
@@ -351,22 +402,34 @@ impl World {
             .ok()
     }
 
-    /// Binds waiting servers, first come first served, while a node has room.
+    /// The node the scheduler binds the next server pod to, if one has room.
+    fn place(&self) -> Option<usize> {
+        let now = self.now;
+        let slots = self.slots as usize;
+        let fits = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.ready(now) && !n.unschedulable && n.servers.len() < slots);
+        let best = match self.shape.placement {
+            // `min_by_key`/`max_by_key` keep the first of equals: the oldest node.
+            Placement::MostAllocated => fits.min_by_key(|(_, n)| slots - n.servers.len()),
+            Placement::LeastAllocated => fits.min_by_key(|(_, n)| n.servers.len()),
+        };
+        best.map(|(i, _)| i)
+    }
+
+    /// Binds waiting servers, first come first served, while a node has room. With a Fleet:
+    /// allocates Ready GameServers to waiting matches, keeps the Fleet's replicas and binds
+    /// its GameServer pods ([`fleet`]).
     pub fn schedule(&mut self) {
+        if self.fleet.is_some() {
+            self.schedule_fleet();
+            return;
+        }
         let now = self.now;
         while let Some(&id) = self.pending.front() {
-            let slots = self.slots as usize;
-            let fits = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.ready(now) && !n.unschedulable && n.servers.len() < slots);
-            let best = match self.shape.placement {
-                // `min_by_key`/`max_by_key` keep the first of equals: the oldest node.
-                Placement::MostAllocated => fits.min_by_key(|(_, n)| slots - n.servers.len()),
-                Placement::LeastAllocated => fits.min_by_key(|(_, n)| n.servers.len()),
-            };
-            let Some((i, _)) = best else {
+            let Some(i) = self.place() else {
                 return;
             };
             self.pending.pop_front();
@@ -411,6 +474,10 @@ impl World {
                 c.free_slots += self.slots.saturating_sub(n.servers.len() as u32);
             }
         }
+        if let Some(fleet) = &self.fleet {
+            c.running = fleet.allocated();
+            c.free_slots = fleet.ready();
+        }
         c
     }
 
@@ -442,6 +509,9 @@ impl World {
     /// The planner's view, as the watch caches would give it: registered nodes sorted by
     /// name, the pods bound to them, the pending server pods.
     pub fn snapshot(&self) -> ClusterSnapshot {
+        if self.fleet.is_some() {
+            return self.fleet_snapshot();
+        }
         let now = self.now;
         let server = self.shape.server;
         let mut nodes = Vec::with_capacity(self.nodes.len());
@@ -588,16 +658,20 @@ impl World {
         }
     }
 
+    /// The server pods bound to `name` (with a Fleet: its GameServer pods, which carry the
+    /// server label too).
     fn live_server_pods(&self, name: &str) -> Vec<String> {
-        self.node_index(name)
-            .map(|i| {
-                self.nodes[i]
-                    .servers
-                    .iter()
-                    .map(|&id| self.sessions[id as usize].key.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let Some(i) = self.node_index(name) else {
+            return Vec::new();
+        };
+        match &self.fleet {
+            Some(fleet) => fleet.keys(&self.nodes[i].servers),
+            None => self.nodes[i]
+                .servers
+                .iter()
+                .map(|&id| self.sessions[id as usize].key.clone())
+                .collect(),
+        }
     }
 
     fn grow_to(&mut self, target: u32) {
@@ -621,10 +695,12 @@ impl World {
             })?;
         let removed = self.nodes.remove(i);
         for id in removed.servers {
-            if let Some(s) = self.sessions.get_mut(id as usize) {
+            self.calls.servers_killed += 1;
+            if self.fleet.is_some() {
+                self.remove_game_server(id);
+            } else if let Some(s) = self.sessions.get_mut(id as usize) {
                 s.phase = Phase::Killed;
             }
-            self.calls.servers_killed += 1;
         }
         self.calls.deletions += 1;
         self.changed = true;
@@ -634,6 +710,10 @@ impl World {
 
 /// Provider name in errors.
 const PROVIDER: &str = "simulated";
+
+/// The refusal of GameServer calls by a world without a Fleet: a deletion then fails rather
+/// than proceeding unchecked, as with a cluster view that has no Agones support.
+const NO_FLEET: &str = "the simulated world has no Agones Fleet (run with --server-source agones)";
 
 /// The world shared by the two simulated sides and the driver.
 pub type SharedWorld = Arc<Mutex<World>>;
@@ -681,6 +761,21 @@ impl Kubernetes for SimCluster {
 
     async fn live_server_pods(&self, node: &str) -> Result<Vec<String>, KubeError> {
         Ok(lock(&self.world).live_server_pods(node))
+    }
+
+    async fn live_node_game_servers(&self, node: &str) -> Result<LiveNodeServers, KubeError> {
+        lock(&self.world)
+            .live_game_servers(node)
+            .ok_or_else(|| KubeError::Client(NO_FLEET.to_string()))
+    }
+
+    async fn delete_game_server(
+        &self,
+        game_server: &GameServerInfo,
+    ) -> Result<GameServerDelete, KubeError> {
+        lock(&self.world)
+            .delete_game_server(game_server)
+            .ok_or_else(|| KubeError::Client(NO_FLEET.to_string()))
     }
 
     /// The driver knows when the world changed and runs the passes itself; nothing is sent.
