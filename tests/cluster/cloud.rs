@@ -29,8 +29,10 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
+use kubescaler::agones::AgonesBuffer;
 use kubescaler::config::{load, Config, ConfigSources};
-use kubescaler::kubernetes::KubeCluster;
+use kubescaler::kubernetes::{KubeCluster, Kubernetes};
+use kubescaler::model::ServerSource;
 use kubescaler::model::{CORDONED_BY_ANNOTATION, TIMESTAMP_ANNOTATION};
 use kubescaler::provider::{
     CloudNode, CloudPool, InstanceStatus, NodePoolProvider, NodeRef, ProviderError,
@@ -681,20 +683,39 @@ pub struct ScaleLoop {
 impl ScaleLoop {
     /// Starts the loop of `config` on `client` and `cloud`; logs carry `id`.
     pub fn start(client: Client, config: &Config, cloud: &TestCloud, id: &str) -> Self {
-        let cluster = Arc::new(KubeCluster::start(
+        Self::start_with(client, config, cloud, id, |cluster| cluster)
+    }
+
+    /// [`ScaleLoop::start`], the loop seeing the cluster through `view` (given the real
+    /// cluster view): a test seam that acts between two of kubescaler's API calls.
+    pub fn start_with(
+        client: Client,
+        config: &Config,
+        cloud: &TestCloud,
+        id: &str,
+        view: impl FnOnce(Arc<KubeCluster>) -> Arc<dyn Kubernetes>,
+    ) -> Self {
+        let cluster = KubeCluster::start(
             client,
             &config.node_selector,
             (
                 config.server_pod_label_name.clone(),
                 config.server_pod_label_value.clone(),
             ),
-        ));
+        );
+        // As `KubeCluster::connect` builds it for the daemon.
+        let cluster = Arc::new(match config.server_source {
+            ServerSource::Pods => cluster,
+            ServerSource::Agones => {
+                cluster.with_agones(config.agones.buffer == AgonesBuffer::FleetAutoscalers)
+            }
+        });
         let telemetry = Arc::new(kubescaler::telemetry::Telemetry::new(Duration::from_secs(
             config.scale_loop_tick_sec.max(1),
         )));
         cloud.count_passes_of(Arc::clone(&telemetry));
-        let scaler =
-            Scaler::new(cluster.clone(), Arc::new(cloud.clone()), config).with_telemetry(telemetry);
+        let scaler = Scaler::new(view(Arc::clone(&cluster)), Arc::new(cloud.clone()), config)
+            .with_telemetry(telemetry);
         let (stop, stopped) = oneshot::channel::<()>();
         let span = tracing::info_span!("kubescaler", pool = %id);
         let task = tokio::spawn(
@@ -813,6 +834,16 @@ impl Pool {
     /// Starts kubescaler on this pool.
     pub fn start_loop(&self, config: &Config) -> ScaleLoop {
         ScaleLoop::start(self.client.clone(), config, &self.cloud, &self.id)
+    }
+
+    /// Starts kubescaler on this pool, seeing the cluster through `view`
+    /// ([`ScaleLoop::start_with`]).
+    pub fn start_loop_with(
+        &self,
+        config: &Config,
+        view: impl FnOnce(Arc<KubeCluster>) -> Arc<dyn Kubernetes>,
+    ) -> ScaleLoop {
+        ScaleLoop::start_with(self.client.clone(), config, &self.cloud, &self.id, view)
     }
 
     fn pods(&self) -> Api<Pod> {
