@@ -461,3 +461,123 @@ async fn an_allocation_and_a_resource_version_guarded_delete_never_both_win() {
     }))
     .await;
 }
+
+/// The YAML blocks of README.md's Agones example: the Fleet and FleetAutoscaler, then the
+/// kubescaler settings.
+fn readme_agones_example() -> (Vec<serde_json::Value>, String) {
+    let readme = std::fs::read_to_string("README.md").unwrap_or_else(|e| panic!("README.md: {e}"));
+    let (_, example) = readme
+        .split_once("**A working example.**")
+        .unwrap_or_else(|| panic!("README.md has no Agones working example"));
+    let mut blocks = example
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split_once("```").map_or(b, |(yaml, _)| yaml));
+    let objects = blocks.next().unwrap_or_else(|| panic!("no Agones objects"));
+    let settings = blocks
+        .next()
+        .unwrap_or_else(|| panic!("no kubescaler settings"));
+    let objects = serde_yaml::Deserializer::from_str(objects)
+        .map(|doc| {
+            serde_yaml::from_value::<serde_json::Value>(
+                serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("YAML: {e}")),
+            )
+            .unwrap_or_else(|e| panic!("YAML: {e}"))
+        })
+        .collect();
+    (objects, settings.to_string())
+}
+
+#[tokio::test]
+async fn the_readme_agones_example_is_accepted_by_agones_crds_and_sets_the_buffer_it_says() {
+    let test = "e2e_agones_crds::readme_example";
+    let Some(client) = client_or_skip(test).await else {
+        return;
+    };
+    let Some(crds) = prereq::agones_crds_or_skip(test) else {
+        return;
+    };
+    install_crds(&client, &crds).await;
+    let (objects, settings) = readme_agones_example();
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(kinds, ["Fleet", "FleetAutoscaler"]);
+
+    // Server-side dry run with strict field validation: an unknown or misspelt field in the
+    // README is an error from the API server, as `kubectl apply` would report it.
+    let mut autoscaler = None;
+    for object in &objects {
+        let mut object: DynamicObject =
+            serde_json::from_value(object.clone()).unwrap_or_else(|e| panic!("object: {e}"));
+        let resource = match object.types.as_ref().map(|t| t.kind.as_str()) {
+            Some("Fleet") => kube::core::ApiResource {
+                group: "agones.dev".into(),
+                version: "v1".into(),
+                api_version: "agones.dev/v1".into(),
+                kind: "Fleet".into(),
+                plural: "fleets".into(),
+            },
+            _ => kubescaler::agones::fleet_autoscaler_resource(),
+        };
+        // The example's namespace need not exist here: a dry run in `default` checks the same.
+        object.metadata.namespace = Some("default".into());
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+        let params = PatchParams::apply("kubescaler-readme-check")
+            .dry_run()
+            .validation_strict();
+        let stored = api
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|e| panic!("the API server refuses README's {name}: {e}"));
+        if resource.kind == "FleetAutoscaler" {
+            autoscaler = Some(stored);
+        }
+    }
+    let autoscaler = autoscaler.unwrap_or_else(|| panic!("no FleetAutoscaler stored"));
+    let buffer = kubescaler::agones::fleet_buffer(&autoscaler)
+        .unwrap_or_else(|| panic!("kubescaler reads no Buffer policy from {autoscaler:?}"));
+    // What the README's reason line says: 4 Ready + 4 for its next step.
+    assert_eq!(
+        (buffer.fleet.as_str(), buffer.ready, buffer.slots()),
+        ("arena", 4, 8)
+    );
+    // The settings are the base's config.yaml plus these lines, and check-config accepts them.
+    for key in ["server-source: agones", "agones-buffer: fleet-autoscalers"] {
+        assert!(settings.contains(key), "README's settings lack {key}");
+    }
+    let base: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string("deploy/configmap.yaml").unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("deploy/configmap.yaml: {e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "dop_v1_readme_example_token").unwrap_or_else(|e| panic!("{e}"));
+    let config = base["data"]["config.yaml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("deploy/configmap.yaml has no config.yaml"))
+        .replace(
+            "/var/run/secrets/kubescaler/token",
+            token.to_str().unwrap_or_default(),
+        )
+        + "\n"
+        + &settings;
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubescaler"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap_or_else(|e| panic!("kubescaler check-config: {e}"));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check-config refuses README's settings: {}{}",
+        printed,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("agones-buffer: fleet-autoscalers"),
+        "{printed}"
+    );
+}
