@@ -493,3 +493,139 @@ pub async fn publish(
         warn!(error = %e, reason = reason.as_str(), "cannot record event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Compaction's own rules, with mocked sides: only a node kubescaler still holds cordoned,
+    //! at most `agones-compaction-per-minute` deletions a minute, one `Compact` Event per node,
+    //! an allocation that wins the race keeps its GameServer.
+    use super::*;
+    use crate::agones::GameServerState;
+    use crate::kubernetes::MockKubernetes;
+    use crate::model::NodeState;
+    use crate::provider::MockNodePoolProvider;
+    use std::sync::Mutex;
+
+    /// What a mocked side recorded.
+    type Log<T> = Arc<Mutex<Vec<T>>>;
+
+    /// Node `name`, cordoned by kubescaler an hour ago if `ours`, else schedulable.
+    fn node(name: &str, ours: bool) -> NodeState {
+        crate::scaler::tests::node(name, true, ours.then_some(3600))
+    }
+
+    fn ready(node: &str, n: usize) -> Vec<GameServerInfo> {
+        (0..n)
+            .map(|i| GameServerInfo {
+                key: format!("games/{node}-{i}"),
+                node: Some(node.into()),
+                state: GameServerState::Ready,
+                resource_version: Some(format!("{}", 100 + i)),
+                being_deleted: false,
+                fleet: Some("arena".into()),
+            })
+            .collect()
+    }
+
+    /// An actuator whose cluster holds `live` as node `n1`, answers each GameServer delete
+    /// with `answer(key)`, and records every delete and Event.
+    fn actuator(
+        live: Option<NodeState>,
+        per_minute: u32,
+        answer: fn(&str) -> GameServerDelete,
+    ) -> (Actuator, Log<String>, Log<ActionEvent>) {
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut k8s = MockKubernetes::new();
+        k8s.expect_live_node().returning(move |_| Ok(live.clone()));
+        let log = Arc::clone(&deleted);
+        k8s.expect_delete_game_server().returning(move |gs| {
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(gs.key.clone());
+            Ok(answer(&gs.key))
+        });
+        let seen = Arc::clone(&events);
+        k8s.expect_publish_event().returning(move |e| {
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.clone());
+            Ok(())
+        });
+        let telemetry = Arc::new(Telemetry::new(std::time::Duration::from_secs(10)));
+        let a = Actuator::new(
+            Arc::new(k8s),
+            Arc::new(MockNodePoolProvider::new()),
+            telemetry,
+        )
+        .with_agones(per_minute);
+        (a, deleted, events)
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_735_689_600 + secs).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    #[tokio::test]
+    async fn compaction_records_one_compact_event_per_node_naming_what_it_deleted() {
+        let (mut a, deleted, events) =
+            actuator(Some(node("n1", true)), 30, |_| GameServerDelete::Deleted);
+        let done = a.compact("n1", &ready("n1", 3), at(0)).await;
+        assert_eq!(done.deleted, 3);
+        assert_eq!(deleted.lock().unwrap_or_else(|e| e.into_inner()).len(), 3);
+        let events = events.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].reason, EventReason::Compact);
+        assert_eq!(events[0].node.as_deref(), Some("n1"));
+        assert!(
+            events[0].message.contains("deleted 3 Ready GameServers"),
+            "{:?}",
+            events[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn compaction_deletes_at_most_agones_compaction_per_minute_and_defers_the_rest() {
+        let (mut a, deleted, _) =
+            actuator(Some(node("n1", true)), 2, |_| GameServerDelete::Deleted);
+        let first = a.compact("n1", &ready("n1", 5), at(0)).await;
+        assert_eq!((first.deleted, first.deferred), (2, 3));
+        // 15 s later half a minute's worth has not come back: nothing more.
+        let soon = a.compact("n1", &ready("n1", 3), at(15)).await;
+        assert_eq!((soon.deleted, soon.deferred), (0, 3));
+        // Half a minute after the start, 2 a minute has earned one more.
+        let later = a.compact("n1", &ready("n1", 3), at(30)).await;
+        assert_eq!((later.deleted, later.deferred), (1, 2));
+        assert_eq!(deleted.lock().unwrap_or_else(|e| e.into_inner()).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_allocation_that_wins_the_race_keeps_its_game_server_and_is_reported() {
+        let (mut a, _, events) = actuator(Some(node("n1", true)), 30, |key| {
+            if key.ends_with("-1") {
+                GameServerDelete::Conflict
+            } else {
+                GameServerDelete::Deleted
+            }
+        });
+        let done = a.compact("n1", &ready("n1", 3), at(0)).await;
+        assert_eq!((done.deleted, done.conflicts), (2, 1));
+        let events = events.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            events[0].message.contains("1 allocated meanwhile and kept"),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_game_server_is_compacted_on_a_node_no_longer_cordoned_by_kubescaler() {
+        for live in [Some(node("n1", false)), None] {
+            let (mut a, deleted, events) =
+                actuator(live.clone(), 30, |_| GameServerDelete::Deleted);
+            let done = a.compact("n1", &ready("n1", 2), at(0)).await;
+            assert!(done.skipped.is_some(), "{live:?}: {done:?}");
+            assert!(deleted.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
+            assert!(events.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
+        }
+    }
+}

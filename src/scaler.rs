@@ -685,7 +685,7 @@ async fn resolve_provider(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kubernetes::{ChangeEvent, MockKubernetes};
     use crate::model::{CloudNode, InstanceStatus, NodeState, PodState, Resources};
@@ -732,7 +732,8 @@ mod tests {
         }
     }
 
-    fn node(name: &str, ready: bool, ours_since: Option<i64>) -> NodeState {
+    /// A node fixture: `ours_since` seconds ago kubescaler cordoned it, if given.
+    pub(crate) fn node(name: &str, ready: bool, ours_since: Option<i64>) -> NodeState {
         let now = Timestamp::now();
         NodeState {
             name: name.into(),
