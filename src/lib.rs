@@ -11,6 +11,7 @@
 
 pub mod actuator;
 pub mod agones;
+pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod http;

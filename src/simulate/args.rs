@@ -69,26 +69,7 @@ impl fmt::Display for SimDuration {
     }
 }
 
-/// `2d 3h 4m 5s`, leaving out zero parts; `0s` for zero. Below two days, hours are not
-/// folded into days (`24h`, `26h 3m`).
-pub fn human_secs(secs: u64) -> String {
-    if secs == 0 {
-        return "0s".to_string();
-    }
-    let days = if secs >= 2 * 86_400 { secs / 86_400 } else { 0 };
-    let parts = [
-        (days, "d"),
-        (secs / 3_600 - days * 24, "h"),
-        (secs % 3_600 / 60, "m"),
-        (secs % 60, "s"),
-    ];
-    parts
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, u)| format!("{n}{u}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use crate::model::human_secs;
 
 /// Parses a [`SimDuration`] of at least one second (for `--step`, `--boot-delay`...).
 pub fn parse_positive_duration(s: &str) -> Result<SimDuration, String> {

@@ -1,0 +1,556 @@
+//! Sizing the buffer from a start-time target (issue 12), the pure part: what the loop
+//! measures (how fast server pods arrive, how long kubescaler's grows take to become Ready
+//! nodes) and the buffer that covers the arrivals expected during that lead time at the target
+//! probability.
+//!
+//! The model: matches arrive as a Poisson process of rate λ. A match that arrives when no slot
+//! is free waits for a node kubescaler orders now, which is Ready `lead` seconds later; so the
+//! buffer must hold the arrivals of one lead time, λ·lead on average, with probability `p`.
+//! The smallest such buffer is the `p` quantile of Poisson(λ·lead). The loop sees a change at
+//! most a tick late, so the tick is part of the lead.
+//!
+//! Nothing here reads a clock or the cluster: the loop feeds observations with their times.
+
+use std::collections::{HashSet, VecDeque};
+
+use crate::model::{human_secs, ClusterSnapshot};
+
+/// Largest Poisson mean the quantile is computed for exactly; above it the normal
+/// approximation (with continuity correction) is within one slot and far cheaper.
+const EXACT_MEAN_LIMIT: f64 = 500.0;
+
+/// The smallest `k` with P(Poisson(`mean`) ≤ k) ≥ `p`: the buffer that holds one lead time's
+/// arrivals with probability `p`. `p` is clamped to [0, 1 - 1e-12]; a mean that is not a
+/// positive finite number gives 0.
+pub fn poisson_quantile(mean: f64, p: f64) -> u32 {
+    if !(mean.is_finite() && mean > 0.0) {
+        return 0;
+    }
+    let p = p.clamp(0.0, 1.0 - 1e-12);
+    if mean > EXACT_MEAN_LIMIT {
+        let k = mean + normal_quantile(p) * mean.sqrt() - 0.5;
+        return k.ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
+    }
+    // P(X = 0) = e^-mean, P(X = k) = P(X = k-1)·mean/k; at mean ≤ 500, e^-mean ≥ 1e-218, in
+    // range of f64.
+    let mut term = (-mean).exp();
+    let mut cdf = term;
+    let mut k = 0u32;
+    // Far past the mean the terms vanish; the bound stops a p that rounding cannot reach.
+    let bound = (mean + 40.0 * mean.sqrt() + 40.0) as u32;
+    while cdf < p && k < bound {
+        k += 1;
+        term *= mean / f64::from(k);
+        cdf += term;
+    }
+    k
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error below
+/// 1.2e-9), for `p` in (0, 1).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let p = p.clamp(1e-300, 1.0 - 1e-16);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// The recent arrival rate of server pods: an exponentially weighted count with time constant
+/// `window_sec`, so an arrival `window_sec` ago weighs 1/e of one now. Early on (less than a
+/// window observed) the count is scaled up to the time observed, so the first minutes are not
+/// read as a quiet pool.
+#[derive(Clone, Debug)]
+pub struct ArrivalRate {
+    window_sec: f64,
+    /// The weighted count at `at`.
+    weight: f64,
+    /// Unix seconds of the last update.
+    at: Option<f64>,
+    /// Unix seconds of the first observation.
+    since: Option<f64>,
+}
+
+impl ArrivalRate {
+    /// An estimator over a window of `window_sec` seconds (at least 1).
+    pub fn new(window_sec: u64) -> Self {
+        ArrivalRate {
+            window_sec: window_sec.max(1) as f64,
+            weight: 0.0,
+            at: None,
+            since: None,
+        }
+    }
+
+    fn decay_to(&mut self, now: f64) {
+        if let Some(at) = self.at {
+            let dt = (now - at).max(0.0);
+            self.weight *= (-dt / self.window_sec).exp();
+        }
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
+        self.since.get_or_insert(now);
+    }
+
+    /// Starts the clock at `now` (unix seconds) without an arrival: the loop's first pass.
+    pub fn start(&mut self, now: f64) {
+        self.decay_to(now);
+    }
+
+    /// `count` server pods first seen at `now` (unix seconds).
+    pub fn arrived(&mut self, count: u32, now: f64) {
+        self.decay_to(now);
+        self.weight += f64::from(count);
+    }
+
+    /// Arrivals per second at `now`; `None` before anything was observed.
+    pub fn per_sec(&self, now: f64) -> Option<f64> {
+        let (at, since) = (self.at?, self.since?);
+        let weight = self.weight * (-(now - at).max(0.0) / self.window_sec).exp();
+        // The weights of a steady rate r over a span s sum to r·w·(1 - e^(-s/w)).
+        let span = (now - since).max(0.0);
+        let seen = self.window_sec * (1.0 - (-span / self.window_sec).exp());
+        // Under a tenth of a window the estimate is mostly noise: read it over a tenth.
+        Some(weight / seen.max(self.window_sec / 10.0))
+    }
+}
+
+/// How long kubescaler's grows take to become Ready nodes: the recent ones, as a percentile.
+#[derive(Clone, Debug)]
+pub struct LeadTime {
+    keep: usize,
+    recent: VecDeque<u64>,
+}
+
+impl LeadTime {
+    /// Keeps the last `keep` measurements (at least 1).
+    pub fn new(keep: usize) -> Self {
+        LeadTime {
+            keep: keep.max(1),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// One grow's node became Ready `secs` seconds after the grow was sent.
+    pub fn measured(&mut self, secs: u64) {
+        if self.recent.len() == self.keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(secs);
+    }
+
+    /// The `q` quantile (nearest rank) of the recent measurements; `None` before the first.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.recent.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<u64> = self.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+        sorted.get(rank.saturating_sub(1)).copied()
+    }
+
+    /// Measurements held.
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Whether nothing was measured yet.
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+    }
+}
+
+/// What the loop measures from its snapshots for the target buffer: server pods that appear
+/// (arrivals) and how long its own grows take to give Ready nodes (lead times). Fed once a
+/// pass with the snapshot and the time; holds only the keys of the current server pods and
+/// the names of the Ready nodes, so it stays as small as the cluster.
+#[derive(Clone, Debug)]
+pub struct DemandTracker {
+    servers: HashSet<String>,
+    ready_nodes: HashSet<String>,
+    /// Unix seconds of each node ordered by a grow and not Ready yet, oldest first.
+    ordered: VecDeque<f64>,
+    started: bool,
+    /// The measured arrival rate.
+    pub arrivals: ArrivalRate,
+    /// The measured lead times.
+    pub lead: LeadTime,
+}
+
+impl DemandTracker {
+    /// A tracker with an arrival window of `window_sec` that keeps `keep_leads` lead times.
+    pub fn new(window_sec: u64, keep_leads: usize) -> Self {
+        DemandTracker {
+            servers: HashSet::new(),
+            ready_nodes: HashSet::new(),
+            ordered: VecDeque::new(),
+            started: false,
+            arrivals: ArrivalRate::new(window_sec),
+            lead: LeadTime::new(keep_leads),
+        }
+    }
+
+    /// kubescaler's grow of `nodes` was accepted at `now` (unix seconds).
+    pub fn grew(&mut self, nodes: u32, now: f64) {
+        self.ordered.extend((0..nodes).map(|_| now));
+    }
+
+    /// One pass's snapshot at `now`: server pods not seen before are arrivals (the first
+    /// snapshot only learns what runs), nodes newly Ready settle the oldest grows.
+    pub fn observe(&mut self, snapshot: &ClusterSnapshot, now: f64) {
+        let servers: HashSet<String> = snapshot
+            .pods
+            .iter()
+            .filter(|p| p.is_server)
+            .map(|p| p.key.clone())
+            .collect();
+        let ready: HashSet<String> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.ready)
+            .map(|n| n.name.clone())
+            .collect();
+        if self.started {
+            let new = servers.difference(&self.servers).count();
+            self.arrivals
+                .arrived(u32::try_from(new).unwrap_or(u32::MAX), now);
+            for _ in ready.difference(&self.ready_nodes) {
+                let Some(sent) = self.ordered.pop_front() else {
+                    break;
+                };
+                self.lead.measured((now - sent).max(0.0).round() as u64);
+            }
+        } else {
+            self.arrivals.start(now);
+            self.started = true;
+        }
+        self.servers = servers;
+        self.ready_nodes = ready;
+    }
+
+    /// Nodes ordered and not Ready yet.
+    pub fn outstanding(&self) -> usize {
+        self.ordered.len()
+    }
+}
+
+/// What the target buffer is computed from: the loop's measurements and the settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TargetInputs {
+    /// The share of matches that must find a free slot at once, in (0, 1).
+    pub instant_start: f64,
+    /// Measured server-pod arrivals per second.
+    pub arrivals_per_sec: f64,
+    /// Seconds from ordering a node to its being Ready (measured, or the configured boot time
+    /// until measured).
+    pub lead_sec: u64,
+    /// Whether `lead_sec` was measured (for the reason).
+    pub lead_measured: bool,
+    /// `scale-loop-tick-sec`: the loop acts on a change at most this late.
+    pub tick_sec: u64,
+    /// `buffer-slot-size`: the floor.
+    pub floor: u32,
+    /// The most the pool can hold besides what runs now: the ceiling.
+    pub ceiling: u32,
+}
+
+/// The buffer that meets `inputs.instant_start` and why, in words an operator reads
+/// (`buffer 27: 6.2 arrivals/min x 2m 40s lead (measured boot 2m 30s + tick 10s), p99`).
+pub fn target_buffer(inputs: &TargetInputs) -> (u32, String) {
+    let lead = inputs.lead_sec.saturating_add(inputs.tick_sec);
+    let mean = inputs.arrivals_per_sec * lead as f64;
+    let wanted = poisson_quantile(mean, inputs.instant_start);
+    let buffer = wanted
+        .max(inputs.floor)
+        .min(inputs.ceiling.max(inputs.floor));
+    let mut reason = format!(
+        "buffer {buffer}: {:.1} arrivals/min x {} lead ({}{} + tick {}s), p{}",
+        inputs.arrivals_per_sec * 60.0,
+        human_secs(lead),
+        if inputs.lead_measured {
+            "measured boot "
+        } else {
+            "configured boot "
+        },
+        human_secs(inputs.lead_sec),
+        inputs.tick_sec,
+        percent_label(inputs.instant_start),
+    );
+    if buffer > wanted {
+        reason.push_str(&format!(
+            " needs {wanted}, raised to buffer-slot-size {}",
+            inputs.floor
+        ));
+    } else if buffer < wanted {
+        reason.push_str(&format!(
+            " needs {wanted}, capped at {buffer} by maximum-node-pool-size"
+        ));
+    }
+    (buffer, reason)
+}
+
+/// `0.99` → `99`, `0.995` → `99.5`.
+fn percent_label(p: f64) -> String {
+    let pct = (p * 1000.0).round() / 10.0;
+    if pct.fract() == 0.0 {
+        format!("{pct:.0}")
+    } else {
+        format!("{pct}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// P(Poisson(mean) ≤ k), summed directly.
+    fn cdf(mean: f64, k: u32) -> f64 {
+        let mut term = (-mean).exp();
+        let mut sum = term;
+        for i in 1..=k {
+            term *= mean / f64::from(i);
+            sum += term;
+        }
+        sum
+    }
+
+    #[test]
+    fn the_quantile_is_the_smallest_buffer_that_meets_the_target() {
+        for &mean in &[0.1, 1.0, 4.2, 17.0, 120.0, 499.0] {
+            for &p in &[0.5, 0.9, 0.99, 0.999] {
+                let k = poisson_quantile(mean, p);
+                assert!(cdf(mean, k) >= p, "mean {mean} p {p}: k {k} too small");
+                if k > 0 {
+                    assert!(
+                        cdf(mean, k - 1) < p,
+                        "mean {mean} p {p}: k {k} not the smallest"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_quantiles_match_published_tables() {
+        // Poisson(1): P(X ≤ 3) = 0.981, P(X ≤ 4) = 0.9963. Poisson(10): P(X ≤ 18) = 0.9928.
+        assert_eq!(poisson_quantile(1.0, 0.99), 4);
+        assert_eq!(poisson_quantile(10.0, 0.99), 18);
+        assert_eq!(poisson_quantile(10.0, 0.5), 10);
+    }
+
+    #[test]
+    fn large_means_use_the_normal_approximation_within_one_slot() {
+        // At the exact limit both methods apply: they agree to within one slot.
+        let exact = poisson_quantile(EXACT_MEAN_LIMIT, 0.99);
+        let approx = (EXACT_MEAN_LIMIT + normal_quantile(0.99) * EXACT_MEAN_LIMIT.sqrt() - 0.5)
+            .ceil() as u32;
+        assert!(exact.abs_diff(approx) <= 1, "{exact} vs {approx}");
+        assert!(poisson_quantile(10_000.0, 0.99) > 10_000);
+    }
+
+    #[test]
+    fn no_arrivals_need_no_buffer_and_bad_means_do_not_panic() {
+        assert_eq!(poisson_quantile(0.0, 0.99), 0);
+        assert_eq!(poisson_quantile(f64::NAN, 0.99), 0);
+        assert_eq!(poisson_quantile(f64::INFINITY, 0.99), 0);
+        assert_eq!(poisson_quantile(-3.0, 0.99), 0);
+        // A target of 1 cannot be met exactly: it stops at a finite buffer.
+        assert!(poisson_quantile(5.0, 1.0) < 100);
+    }
+
+    #[test]
+    fn a_steady_arrival_rate_is_measured_as_that_rate() {
+        let mut r = ArrivalRate::new(600);
+        r.start(0.0);
+        // 6 a minute, one every 10 s, for an hour.
+        for i in 1..=360 {
+            r.arrived(1, f64::from(i) * 10.0);
+        }
+        let per_min = r.per_sec(3600.0).unwrap_or_default() * 60.0;
+        assert!((per_min - 6.0).abs() < 0.3, "{per_min}");
+    }
+
+    #[test]
+    fn the_first_minutes_of_a_busy_pool_are_not_read_as_quiet() {
+        let mut r = ArrivalRate::new(600);
+        r.start(0.0);
+        for i in 1..=12 {
+            r.arrived(1, f64::from(i) * 10.0);
+        }
+        // Two minutes in, a fifth of the window: still about 6 a minute.
+        let per_min = r.per_sec(120.0).unwrap_or_default() * 60.0;
+        assert!((per_min - 6.0).abs() < 1.0, "{per_min}");
+    }
+
+    #[test]
+    fn the_rate_follows_a_change_within_a_window_and_decays_when_arrivals_stop() {
+        let mut r = ArrivalRate::new(300);
+        r.start(0.0);
+        for i in 1..=120 {
+            r.arrived(1, f64::from(i) * 10.0); // 6/min for 20 min
+        }
+        for i in 1..=60 {
+            r.arrived(3, 1200.0 + f64::from(i) * 10.0); // 18/min for 10 min
+        }
+        let busy = r.per_sec(1800.0).unwrap_or_default() * 60.0;
+        assert!(busy > 15.0 && busy < 19.0, "{busy}");
+        let quiet = r.per_sec(1800.0 + 1500.0).unwrap_or_default() * 60.0;
+        assert!(quiet < 0.2, "{quiet}");
+        assert_eq!(ArrivalRate::new(60).per_sec(5.0), None);
+    }
+
+    #[test]
+    fn the_lead_time_is_a_percentile_of_the_recent_grows() {
+        let mut l = LeadTime::new(5);
+        assert_eq!(l.quantile(0.9), None);
+        for s in [150, 160, 155, 400, 158, 152] {
+            l.measured(s);
+        }
+        // The oldest (150) dropped: 160, 155, 400, 158, 152.
+        assert_eq!(l.len(), 5);
+        assert_eq!(l.quantile(0.5), Some(158));
+        assert_eq!(l.quantile(0.9), Some(400));
+        assert_eq!(l.quantile(0.0), Some(152));
+    }
+
+    fn inputs(per_min: f64, lead: u64) -> TargetInputs {
+        TargetInputs {
+            instant_start: 0.99,
+            arrivals_per_sec: per_min / 60.0,
+            lead_sec: lead,
+            lead_measured: true,
+            tick_sec: 10,
+            floor: 2,
+            ceiling: 1000,
+        }
+    }
+
+    #[test]
+    fn the_target_buffer_covers_one_lead_times_arrivals_and_says_how() {
+        // 6.2/min over 2m30s boot + 10s tick: mean 16.53, p99 quantile 27.
+        let (buffer, reason) = target_buffer(&inputs(6.2, 150));
+        assert_eq!(buffer, poisson_quantile(6.2 / 60.0 * 160.0, 0.99));
+        assert_eq!(buffer, 27);
+        assert_eq!(
+            reason,
+            "buffer 27: 6.2 arrivals/min x 2m 40s lead (measured boot 2m 30s + tick 10s), p99"
+        );
+    }
+
+    #[test]
+    fn the_target_buffer_never_goes_below_the_floor_or_above_the_ceiling() {
+        let (quiet, why) = target_buffer(&inputs(0.0, 150));
+        assert_eq!(quiet, 2);
+        assert!(
+            why.ends_with("needs 0, raised to buffer-slot-size 2"),
+            "{why}"
+        );
+        let mut big = inputs(600.0, 300);
+        big.ceiling = 40;
+        let (capped, why) = target_buffer(&big);
+        assert_eq!(capped, 40);
+        assert!(
+            why.contains("capped at 40 by maximum-node-pool-size"),
+            "{why}"
+        );
+        // A ceiling under the floor (the pool is full): the floor still shows as the buffer.
+        big.ceiling = 0;
+        assert_eq!(target_buffer(&big).0, 2);
+    }
+
+    #[test]
+    fn a_slower_boot_or_a_busier_pool_needs_a_larger_buffer() {
+        let base = target_buffer(&inputs(6.0, 150)).0;
+        assert!(target_buffer(&inputs(6.0, 300)).0 > base);
+        assert!(target_buffer(&inputs(12.0, 150)).0 > base);
+        let mut strict = inputs(6.0, 150);
+        strict.instant_start = 0.999;
+        assert!(target_buffer(&strict).0 > base);
+    }
+
+    fn snapshot(servers: &[&str], ready: &[&str]) -> ClusterSnapshot {
+        let mut s = ClusterSnapshot::default();
+        for name in ready {
+            s.nodes.push(crate::scaler::tests::node(name, true, None));
+        }
+        for key in servers {
+            s.pods.push(crate::model::PodState {
+                key: (*key).into(),
+                node: None,
+                requests: crate::model::Resources::default(),
+                is_server: true,
+                is_daemon: false,
+                game_server: None,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn servers_running_at_the_start_are_no_arrivals_and_new_ones_are() {
+        let mut t = DemandTracker::new(600, 10);
+        t.observe(&snapshot(&["g/a", "g/b", "g/c"], &["n1"]), 0.0);
+        assert_eq!(t.arrivals.per_sec(0.0), Some(0.0));
+        // One minute later two new servers, one ended: 2 arrivals.
+        t.observe(&snapshot(&["g/a", "g/b", "g/d", "g/e"], &["n1"]), 60.0);
+        let r = t.arrivals.per_sec(60.0).unwrap_or_default() * 60.0;
+        assert!((r - 2.0).abs() < 0.2, "{r}");
+    }
+
+    #[test]
+    fn a_grows_lead_time_is_measured_when_its_node_turns_ready() {
+        let mut t = DemandTracker::new(600, 10);
+        t.observe(&snapshot(&[], &["n1"]), 0.0);
+        t.grew(2, 10.0);
+        assert_eq!(t.outstanding(), 2);
+        t.observe(&snapshot(&[], &["n1"]), 100.0);
+        assert!(t.lead.is_empty());
+        t.observe(&snapshot(&[], &["n1", "n2"]), 160.0);
+        t.observe(&snapshot(&[], &["n1", "n2", "n3"]), 190.0);
+        assert_eq!(t.lead.quantile(0.0), Some(150));
+        assert_eq!(t.lead.quantile(1.0), Some(180));
+        assert_eq!(t.outstanding(), 0);
+        // With no grow outstanding, a node that turns Ready (a person added it) measures nothing.
+        t.observe(&snapshot(&[], &["n1", "n2", "n3", "n4"]), 300.0);
+        assert_eq!(t.lead.len(), 2);
+    }
+}
