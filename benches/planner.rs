@@ -130,6 +130,12 @@ fn cfg(nodes: usize) -> PlannerConfig {
         node_template: None,
         server_source: kubescaler::model::ServerSource::Pods,
         agones: kubescaler::agones::AgonesSettings::default(),
+        buffer_policy: kubescaler::buffer::BufferPolicy::Fixed,
+        target_instant_start: 0.99,
+        expected_node_boot_sec: 180,
+        tick_sec: 10,
+        scale_down_delay_after_add_sec: 0,
+        scale_down_unneeded_sec: 0,
     }
 }
 

@@ -11,9 +11,42 @@
 //!
 //! Nothing here reads a clock or the cluster: the loop feeds observations with their times.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::model::{human_secs, ClusterSnapshot};
+
+/// How the buffer of free slots is sized (`buffer-policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BufferPolicy {
+    /// `buffer-slot-size` free slots, always (the Go program's behaviour).
+    #[default]
+    Fixed,
+    /// Sized each pass from the measured arrivals and lead time to meet
+    /// `target-instant-start`, never below `buffer-slot-size`.
+    Target,
+}
+
+impl BufferPolicy {
+    /// The config value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BufferPolicy::Fixed => "fixed",
+            BufferPolicy::Target => "target",
+        }
+    }
+}
+
+impl std::str::FromStr for BufferPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fixed" => Ok(BufferPolicy::Fixed),
+            "target" => Ok(BufferPolicy::Target),
+            other => Err(format!("unknown buffer policy {other:?}")),
+        }
+    }
+}
 
 /// Largest Poisson mean the quantile is computed for exactly; above it the normal
 /// approximation (with continuity correction) is within one slot and far cheaper.
@@ -44,6 +77,66 @@ pub fn poisson_quantile(mean: f64, p: f64) -> u32 {
         cdf += term;
     }
     k
+}
+
+/// The smallest buffer `b` with which at least a share `p` of the matches arriving over one
+/// lead time find a free slot: E[(A − D − b)⁺] ≤ (1 − p)·E[A], where A ~ Poisson(`arrivals`)
+/// and D ~ Poisson(`departures`) are the matches that arrive and the servers that end (and free
+/// their slots) over the lead time. A − D is the growth of the running servers; the matches it
+/// brings beyond the buffer are the ones that wait. This is the share the operator sets (of
+/// matches, not of lead times without a wait), so a busy pool is not over-provisioned.
+/// Exact while both means are at most 500, a discretised normal beyond.
+pub fn fill_rate_buffer(arrivals: f64, departures: f64, p: f64) -> u32 {
+    let valid = |m: f64| if m.is_finite() && m > 0.0 { m } else { 0.0 };
+    let (a, d) = (valid(arrivals), valid(departures));
+    if a == 0.0 {
+        return 0;
+    }
+    let allowed = (1.0 - p.clamp(0.0, 1.0)) * a;
+    let top = (a + 40.0 * a.sqrt() + 40.0) as usize;
+    // P(A − D = k) for k in 0..=top: below 0 nobody waits whatever the buffer.
+    let growth: Vec<f64> = if a > EXACT_MEAN_LIMIT || d > EXACT_MEAN_LIMIT {
+        let (mean, sd) = (a - d, (a + d).sqrt());
+        (0..=top)
+            .map(|k| {
+                let z = (k as f64 - mean) / sd;
+                (-0.5 * z * z).exp() / (sd * std::f64::consts::TAU.sqrt())
+            })
+            .collect()
+    } else {
+        let pmf = |m: f64, n: usize| {
+            let mut out = Vec::with_capacity(n + 1);
+            let mut term = (-m).exp();
+            out.push(term);
+            for i in 1..=n {
+                term *= m / i as f64;
+                out.push(term);
+            }
+            out
+        };
+        let pa = pmf(a, top);
+        let pd = pmf(d, (d + 40.0 * d.sqrt() + 40.0) as usize);
+        (0..=top)
+            .map(|k| {
+                pd.iter()
+                    .enumerate()
+                    .map(|(j, q)| q * pa.get(k + j).copied().unwrap_or(0.0))
+                    .sum()
+            })
+            .collect()
+    };
+    // The expected matches beyond a buffer b, for b = 0, 1, ...: the first within `allowed`.
+    (0..=top)
+        .find(|&b| {
+            let short: f64 = growth
+                .iter()
+                .enumerate()
+                .skip(b + 1)
+                .map(|(k, q)| (k - b) as f64 * q)
+                .sum();
+            short <= allowed
+        })
+        .unwrap_or(top) as u32
 }
 
 /// The standard normal quantile (Acklam's rational approximation, relative error below
@@ -200,18 +293,23 @@ impl LeadTime {
 }
 
 /// What the loop measures from its snapshots for the target buffer: server pods that appear
-/// (arrivals) and how long its own grows take to give Ready nodes (lead times). Fed once a
+/// (arrivals), server pods that end on schedulable nodes (departures: their slots come back),
+/// and how long its own grows take to give Ready nodes (lead times). Fed once a
 /// pass with the snapshot and the time; holds only the keys of the current server pods and
 /// the names of the Ready nodes, so it stays as small as the cluster.
 #[derive(Clone, Debug)]
 pub struct DemandTracker {
-    servers: HashSet<String>,
+    /// Each server pod seen last pass, and whether its slot returns to the pool when it ends
+    /// (bound to a schedulable node, or pending).
+    servers: HashMap<String, bool>,
     ready_nodes: HashSet<String>,
     /// Unix seconds of each node ordered by a grow and not Ready yet, oldest first.
     ordered: VecDeque<f64>,
     started: bool,
     /// The measured arrival rate.
     pub arrivals: ArrivalRate,
+    /// The measured rate of servers ending on schedulable nodes.
+    pub departures: ArrivalRate,
     /// The measured lead times.
     pub lead: LeadTime,
 }
@@ -220,11 +318,12 @@ impl DemandTracker {
     /// A tracker with an arrival window of `window_sec` that keeps `keep_leads` lead times.
     pub fn new(window_sec: u64, keep_leads: usize) -> Self {
         DemandTracker {
-            servers: HashSet::new(),
+            servers: HashMap::new(),
             ready_nodes: HashSet::new(),
             ordered: VecDeque::new(),
             started: false,
             arrivals: ArrivalRate::new(window_sec),
+            departures: ArrivalRate::new(window_sec),
             lead: LeadTime::new(keep_leads),
         }
     }
@@ -237,11 +336,20 @@ impl DemandTracker {
     /// One pass's snapshot at `now`: server pods not seen before are arrivals (the first
     /// snapshot only learns what runs), nodes newly Ready settle the oldest grows.
     pub fn observe(&mut self, snapshot: &ClusterSnapshot, now: f64) {
-        let servers: HashSet<String> = snapshot
+        let fenced: HashSet<&str> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.unschedulable)
+            .map(|n| n.name.as_str())
+            .collect();
+        let servers: HashMap<String, bool> = snapshot
             .pods
             .iter()
             .filter(|p| p.is_server)
-            .map(|p| p.key.clone())
+            .map(|p| {
+                let returns = p.node.as_deref().is_none_or(|n| !fenced.contains(n));
+                (p.key.clone(), returns)
+            })
             .collect();
         let ready: HashSet<String> = snapshot
             .nodes
@@ -250,9 +358,19 @@ impl DemandTracker {
             .map(|n| n.name.clone())
             .collect();
         if self.started {
-            let new = servers.difference(&self.servers).count();
+            let new = servers
+                .keys()
+                .filter(|k| !self.servers.contains_key(*k))
+                .count();
             self.arrivals
                 .arrived(u32::try_from(new).unwrap_or(u32::MAX), now);
+            let ended = self
+                .servers
+                .iter()
+                .filter(|(k, returns)| **returns && !servers.contains_key(*k))
+                .count();
+            self.departures
+                .arrived(u32::try_from(ended).unwrap_or(u32::MAX), now);
             for _ in ready.difference(&self.ready_nodes) {
                 let Some(sent) = self.ordered.pop_front() else {
                     break;
@@ -261,6 +379,7 @@ impl DemandTracker {
             }
         } else {
             self.arrivals.start(now);
+            self.departures.start(now);
             self.started = true;
         }
         self.servers = servers;
@@ -280,6 +399,8 @@ pub struct TargetInputs {
     pub instant_start: f64,
     /// Measured server-pod arrivals per second.
     pub arrivals_per_sec: f64,
+    /// Measured ends per second of servers on schedulable nodes (their slots come back).
+    pub departures_per_sec: f64,
     /// Seconds from ordering a node to its being Ready (measured, or the configured boot time
     /// until measured).
     pub lead_sec: u64,
@@ -291,20 +412,30 @@ pub struct TargetInputs {
     pub floor: u32,
     /// The most the pool can hold besides what runs now: the ceiling.
     pub ceiling: u32,
+    /// Slots of a new node: the pool grows by whole nodes, so on average half a node's slots
+    /// less one are free above the buffer; the buffer counts on them.
+    pub slots_per_node: u32,
 }
 
 /// The buffer that meets `inputs.instant_start` and why, in words an operator reads
-/// (`buffer 27: 6.2 arrivals/min x 2m 40s lead (measured boot 2m 30s + tick 10s), p99`).
+/// (`buffer 11: 6.2 arrivals/min, 5.9 ends/min x 2m 40s lead (measured boot 2m 30s + tick
+/// 10s), p99`): the quantile of the running servers' growth over one lead time.
 pub fn target_buffer(inputs: &TargetInputs) -> (u32, String) {
     let lead = inputs.lead_sec.saturating_add(inputs.tick_sec);
-    let mean = inputs.arrivals_per_sec * lead as f64;
-    let wanted = poisson_quantile(mean, inputs.instant_start);
+    let covered = fill_rate_buffer(
+        inputs.arrivals_per_sec * lead as f64,
+        inputs.departures_per_sec * lead as f64,
+        inputs.instant_start,
+    );
+    let rounding = inputs.slots_per_node.saturating_sub(1) / 2;
+    let wanted = covered.saturating_sub(rounding);
     let buffer = wanted
         .max(inputs.floor)
         .min(inputs.ceiling.max(inputs.floor));
     let mut reason = format!(
-        "buffer {buffer}: {:.1} arrivals/min x {} lead ({}{} + tick {}s), p{}",
+        "buffer {buffer}: {:.1} arrivals/min, {:.1} ends/min x {} lead ({}{} + tick {}s), p{}",
         inputs.arrivals_per_sec * 60.0,
+        inputs.departures_per_sec * 60.0,
         human_secs(lead),
         if inputs.lead_measured {
             "measured boot "
@@ -315,6 +446,12 @@ pub fn target_buffer(inputs: &TargetInputs) -> (u32, String) {
         inputs.tick_sec,
         percent_label(inputs.instant_start),
     );
+    if rounding > 0 {
+        reason.push_str(&format!(
+            ", {covered} less {rounding} for growth by whole {}-slot nodes",
+            inputs.slots_per_node
+        ));
+    }
     if buffer > wanted {
         reason.push_str(&format!(
             " needs {wanted}, raised to buffer-slot-size {}",
@@ -456,24 +593,81 @@ mod tests {
         TargetInputs {
             instant_start: 0.99,
             arrivals_per_sec: per_min / 60.0,
+            departures_per_sec: 0.0,
             lead_sec: lead,
             lead_measured: true,
             tick_sec: 10,
             floor: 2,
             ceiling: 1000,
+            slots_per_node: 1,
         }
     }
 
     #[test]
     fn the_target_buffer_covers_one_lead_times_arrivals_and_says_how() {
-        // 6.2/min over 2m30s boot + 10s tick: mean 16.53, p99 quantile 27.
+        // 6.2/min over 2m30s boot + 10s tick: 16.53 arrivals expected, none ending.
         let (buffer, reason) = target_buffer(&inputs(6.2, 150));
-        assert_eq!(buffer, poisson_quantile(6.2 / 60.0 * 160.0, 0.99));
-        assert_eq!(buffer, 27);
+        assert_eq!(buffer, fill_rate_buffer(6.2 / 60.0 * 160.0, 0.0, 0.99));
         assert_eq!(
             reason,
-            "buffer 27: 6.2 arrivals/min x 2m 40s lead (measured boot 2m 30s + tick 10s), p99"
+            format!("buffer {buffer}: 6.2 arrivals/min, 0.0 ends/min x 2m 40s lead (measured boot 2m 30s + tick 10s), p99")
         );
+    }
+
+    /// The share of one lead time's arrivals that find a slot with buffer `b`, by Monte Carlo
+    /// over a fixed stream (a small LCG: deterministic).
+    fn simulated_fill(a: f64, d: f64, b: i64) -> f64 {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut unit = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        };
+        let mut poisson = |m: f64| {
+            let (limit, mut k, mut prod) = ((-m).exp(), 0i64, 1.0);
+            loop {
+                prod *= unit();
+                if prod <= limit {
+                    return k;
+                }
+                k += 1;
+            }
+        };
+        let (mut waited, mut arrived) = (0i64, 0i64);
+        for _ in 0..20_000 {
+            let (x, y) = (poisson(a), poisson(d));
+            arrived += x;
+            waited += (x - y - b).max(0);
+        }
+        1.0 - waited as f64 / arrived as f64
+    }
+
+    #[test]
+    fn the_buffer_is_the_smallest_that_starts_the_target_share_of_matches_at_once() {
+        for &(a, d) in &[(16.5, 16.5), (26.7, 20.0), (5.0, 20.0), (30.0, 1.0)] {
+            let b = fill_rate_buffer(a, d, 0.99);
+            let at = simulated_fill(a, d, i64::from(b));
+            assert!(at >= 0.985, "{a} {d}: buffer {b} starts {at}");
+            if b > 0 {
+                let below = simulated_fill(a, d, i64::from(b) - 1);
+                assert!(below < 0.995, "{a} {d}: {b} is not the smallest ({below})");
+            }
+        }
+        // Servers ending free slots: a pool in steady state needs far less than its arrivals'
+        // quantile, and a pool in decline needs nothing.
+        assert!(fill_rate_buffer(16.5, 16.5, 0.99) < poisson_quantile(16.5, 0.99));
+        assert_eq!(fill_rate_buffer(1.0, 100.0, 0.99), 0);
+        // A higher target or a longer lead needs more.
+        assert!(fill_rate_buffer(16.5, 16.5, 0.999) > fill_rate_buffer(16.5, 16.5, 0.99));
+        assert!(fill_rate_buffer(33.0, 33.0, 0.99) > fill_rate_buffer(16.5, 16.5, 0.99));
+    }
+
+    #[test]
+    fn huge_pools_use_the_normal_approximation_and_stay_close() {
+        let exact = fill_rate_buffer(EXACT_MEAN_LIMIT, EXACT_MEAN_LIMIT, 0.99);
+        let approx = fill_rate_buffer(EXACT_MEAN_LIMIT + 0.001, EXACT_MEAN_LIMIT, 0.99);
+        assert!(exact.abs_diff(approx) <= 1, "{exact} vs {approx}");
     }
 
     #[test]
@@ -533,6 +727,29 @@ mod tests {
         // One minute later two new servers, one ended: 2 arrivals.
         t.observe(&snapshot(&["g/a", "g/b", "g/d", "g/e"], &["n1"]), 60.0);
         let r = t.arrivals.per_sec(60.0).unwrap_or_default() * 60.0;
+        assert!((r - 2.0).abs() < 0.2, "{r}");
+    }
+
+    #[test]
+    fn only_servers_ending_on_schedulable_nodes_count_as_slots_coming_back() {
+        let mut t = DemandTracker::new(600, 10);
+        let mut s = snapshot(&[], &["open", "fenced"]);
+        s.nodes[1].unschedulable = true;
+        for (key, node) in [("g/a", "open"), ("g/b", "open"), ("g/c", "fenced")] {
+            s.pods.push(crate::model::PodState {
+                key: key.into(),
+                node: Some(node.into()),
+                requests: crate::model::Resources::default(),
+                is_server: true,
+                is_daemon: false,
+                game_server: None,
+            });
+        }
+        t.observe(&s, 0.0);
+        // All three end: only the two on the schedulable node give a slot back.
+        s.pods.clear();
+        t.observe(&s, 60.0);
+        let r = t.departures.per_sec(60.0).unwrap_or_default() * 60.0;
         assert!((r - 2.0).abs() < 0.2, "{r}");
     }
 

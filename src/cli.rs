@@ -107,6 +107,13 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FIRST..LAST")]
     pub sweep_buffer: Option<BufferRange>,
 
+    /// Run fixed buffers (--sweep-buffer's range, else 0..12) and buffer-policy target on the
+    /// same day; print one table (instant starts, p99 wait, node-hours, cordons, uncordons,
+    /// deletions, server pods killed) marking the cheapest fixed buffer that met
+    /// target-instant-start; write compare.json
+    #[arg(long)]
+    pub compare: bool,
+
     /// Share of sessions that must start at once, to pick a buffer in a sweep: 0.99 or 99%
     #[arg(long, value_name = "SHARE", default_value = "0.99")]
     pub target_instant: Share,
@@ -213,6 +220,17 @@ pub struct Overrides {
     #[arg(long, global = true, value_name = "N")]
     pub buffer_slot_size: Option<String>,
 
+    /// How the buffer is sized: fixed (buffer-slot-size) or target (from measured arrivals and
+    /// boot times, to meet target-instant-start; buffer-slot-size is the floor)
+    /// [env: BUFFER_POLICY] [default: fixed]
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub buffer_policy: Option<String>,
+
+    /// With buffer-policy target: share of matches that must find a free slot at once, 0.99 or
+    /// 99% [env: TARGET_INSTANT_START] [default: 0.99]
+    #[arg(long, global = true, value_name = "SHARE")]
+    pub target_instant_start: Option<String>,
+
     /// Seconds between reconciles when nothing changes [env: SCALE_LOOP_TICK_SEC] [default: 10]
     #[arg(long, global = true, value_name = "SECONDS")]
     pub scale_loop_tick_sec: Option<String>,
@@ -256,6 +274,16 @@ pub struct Overrides {
     #[arg(long, global = true, value_name = "POLICY")]
     pub agones_buffer: Option<String>,
 
+    /// Seconds after a pool node was created during which nothing is cordoned
+    /// [env: SCALE_DOWN_DELAY_AFTER_ADD_SEC] [default: 600]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub scale_down_delay_after_add_sec: Option<String>,
+
+    /// Seconds a surplus of at least a node must hold before a node is cordoned
+    /// [env: SCALE_DOWN_UNNEEDED_SEC] [default: 600]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub scale_down_unneeded_sec: Option<String>,
+
     /// Seconds a cordoned empty node is kept before deletion [env: EMPTY_NODE_EXPIRATION_SEC]
     /// [default: 120]
     #[arg(long, global = true, value_name = "SECONDS")]
@@ -265,6 +293,11 @@ pub struct Overrides {
     /// [env: NODE_BOOT_TIMEOUT_SEC] [default: 600]
     #[arg(long, global = true, value_name = "SECONDS")]
     pub node_boot_timeout_sec: Option<String>,
+
+    /// With buffer-policy target: seconds from a grow to a Ready node until kubescaler has
+    /// measured one [env: EXPECTED_NODE_BOOT_SEC] [default: 180]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub expected_node_boot_sec: Option<String>,
 
     /// Plan and log, change nothing; `--dry-run` or `--dry-run=false` [env: DRY_RUN]
     /// [default: false]
@@ -390,8 +423,16 @@ impl Overrides {
                 &self.agones_compaction_per_minute,
             ),
             text("agones-buffer", &self.agones_buffer),
+            text("buffer-policy", &self.buffer_policy),
+            text("target-instant-start", &self.target_instant_start),
+            text(
+                "scale-down-delay-after-add-sec",
+                &self.scale_down_delay_after_add_sec,
+            ),
+            text("scale-down-unneeded-sec", &self.scale_down_unneeded_sec),
             text("empty-node-expiration-sec", &self.empty_node_expiration_sec),
             text("node-boot-timeout-sec", &self.node_boot_timeout_sec),
+            text("expected-node-boot-sec", &self.expected_node_boot_sec),
             text("log-format", &self.log_format),
             text("log-level", &self.log_level),
             text("node-template-cpu", &self.node_template_cpu),

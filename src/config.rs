@@ -22,6 +22,7 @@ use serde::Serialize;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 use crate::agones::{AgonesBuffer, AgonesSettings};
+use crate::buffer::BufferPolicy;
 use crate::cli::{Cli, FlagValue, Overrides};
 use crate::model::{Resources, ServerSource, Toleration};
 use crate::provider;
@@ -118,6 +119,10 @@ pub struct Config {
     pub server_pod_label_value: String,
     /// Free server slots to keep at all times.
     pub buffer_slot_size: u32,
+    /// How the buffer is sized: `buffer-slot-size` always, or from a start-time target.
+    pub buffer_policy: BufferPolicy,
+    /// With `buffer-policy: target`: the share of matches that must find a free slot at once.
+    pub target_instant_start: f64,
     /// Seconds between reconciles when nothing changes.
     pub scale_loop_tick_sec: u64,
     /// CPU one server requests, in millicores.
@@ -130,10 +135,16 @@ pub struct Config {
     pub server_source: ServerSource,
     /// The `agones-*` settings (defaults unless `server-source: agones`).
     pub agones: AgonesSettings,
+    /// Seconds after a node of the pool was created during which nothing is cordoned.
+    pub scale_down_delay_after_add_sec: u64,
+    /// Seconds a surplus of at least a node must hold before a node is cordoned.
+    pub scale_down_unneeded_sec: u64,
     /// Seconds a node stays cordoned by kubescaler before it may be deleted once empty.
     pub empty_node_expiration_sec: u64,
     /// Seconds a registered but not-yet-Ready node counts as booting capacity.
     pub node_boot_timeout_sec: u64,
+    /// With `buffer-policy: target`: seconds from a grow to a Ready node, until measured.
+    pub expected_node_boot_sec: u64,
     /// Plan and log, change nothing.
     pub dry_run: bool,
     /// Log format.
@@ -216,6 +227,8 @@ const CORE_KEYS_TAIL: &[&str] = &[
     "server-pod-label-name",
     "server-pod-label-value",
     "buffer-slot-size",
+    "buffer-policy",
+    "target-instant-start",
     "scale-loop-tick-sec",
     "server-cpu-resource-request",
     "server-memory-resource-request",
@@ -225,8 +238,11 @@ const CORE_KEYS_TAIL: &[&str] = &[
     "agones-fleets",
     "agones-compaction-per-minute",
     "agones-buffer",
+    "scale-down-delay-after-add-sec",
+    "scale-down-unneeded-sec",
     "empty-node-expiration-sec",
     "node-boot-timeout-sec",
+    "expected-node-boot-sec",
     "dry-run",
     "log-format",
     "log-level",
@@ -356,12 +372,18 @@ pub const SCALE_LOOP_TICK_SEC_RANGE: Range = Range::new(1, 3600, "seconds");
 pub const SERVER_CPU_RESOURCE_REQUEST_RANGE: Range = Range::new(1, MAX_CPU_MILLIS, "millicores");
 /// `server-memory-resource-request`: 1 byte to [`MAX_MEMORY_BYTES`], like the CPU request.
 pub const SERVER_MEMORY_RESOURCE_REQUEST_RANGE: Range = Range::new(1, MAX_MEMORY_BYTES, "bytes");
+/// `scale-down-delay-after-add-sec` and `scale-down-unneeded-sec`: 0 (off) to a day; a
+/// longer hold would keep a pool at its peak into the next day.
+pub const SCALE_DOWN_HOLD_SEC_RANGE: Range = Range::new(0, 86_400, "seconds");
 /// `empty-node-expiration-sec`: 0 deletes an empty cordoned node at once; up to ten years
 /// ([`TEN_YEARS_SEC`]) for "keep it".
 pub const EMPTY_NODE_EXPIRATION_SEC_RANGE: Range = Range::new(0, TEN_YEARS_SEC, "seconds");
 /// `node-boot-timeout-sec`: 0 never counts a not-Ready node as booting; up to ten years
 /// ([`TEN_YEARS_SEC`]) for "always".
 pub const NODE_BOOT_TIMEOUT_SEC_RANGE: Range = Range::new(0, TEN_YEARS_SEC, "seconds");
+/// `expected-node-boot-sec`: at least a second, at most an hour (past that a pool cannot
+/// promise instant starts from a buffer sized by boot time).
+pub const EXPECTED_NODE_BOOT_SEC_RANGE: Range = Range::new(1, 3600, "seconds");
 /// `node-template-cpu`: a node has some CPU, and no more than [`MAX_CPU_MILLIS`].
 pub const NODE_TEMPLATE_CPU_RANGE: Range = Range::new(1, MAX_CPU_MILLIS, "millicores");
 /// `node-template-memory`: a node has some memory, and no more than [`MAX_MEMORY_BYTES`].
@@ -396,8 +418,11 @@ pub const RANGES: &[(&str, Range)] = &[
         "agones-compaction-per-minute",
         AGONES_COMPACTION_PER_MINUTE_RANGE,
     ),
+    ("scale-down-delay-after-add-sec", SCALE_DOWN_HOLD_SEC_RANGE),
+    ("scale-down-unneeded-sec", SCALE_DOWN_HOLD_SEC_RANGE),
     ("empty-node-expiration-sec", EMPTY_NODE_EXPIRATION_SEC_RANGE),
     ("node-boot-timeout-sec", NODE_BOOT_TIMEOUT_SEC_RANGE),
+    ("expected-node-boot-sec", EXPECTED_NODE_BOOT_SEC_RANGE),
     ("node-template-cpu", NODE_TEMPLATE_CPU_RANGE),
     ("node-template-memory", NODE_TEMPLATE_MEMORY_RANGE),
     ("node-template-pods", NODE_TEMPLATE_PODS_RANGE),
@@ -812,6 +837,11 @@ impl config::Source for Layer {
     }
 }
 
+/// Default `scale-down-delay-after-add-sec`, from `simulate --compare` (README "Churn").
+pub const DEFAULT_SCALE_DOWN_DELAY_AFTER_ADD_SEC: u64 = 600;
+/// Default `scale-down-unneeded-sec`, from `simulate --compare` (README "Churn").
+pub const DEFAULT_SCALE_DOWN_UNNEEDED_SEC: u64 = 600;
+
 /// The Go program's defaults plus the port's.
 fn default_layer() -> Layer {
     let mut l = Layer::new();
@@ -824,13 +854,26 @@ fn default_layer() -> Layer {
     l.set(d, "minimum-node-pool-size", ValueKind::U64(2));
     l.set(d, "maximum-node-pool-size", ValueKind::U64(3));
     l.set(d, "buffer-slot-size", ValueKind::U64(4));
+    l.set(d, "buffer-policy", ValueKind::String("fixed".into()));
+    l.set(d, "target-instant-start", ValueKind::Float(0.99));
     l.set(d, "scale-loop-tick-sec", ValueKind::U64(10));
     l.set(d, "server-cpu-resource-request", ValueKind::U64(1000));
     l.set(d, "server-source", ValueKind::String("pods".into()));
     l.set(d, "agones-compaction-per-minute", ValueKind::U64(30));
     l.set(d, "agones-buffer", ValueKind::String("fixed".into()));
+    l.set(
+        d,
+        "scale-down-delay-after-add-sec",
+        ValueKind::U64(DEFAULT_SCALE_DOWN_DELAY_AFTER_ADD_SEC),
+    );
+    l.set(
+        d,
+        "scale-down-unneeded-sec",
+        ValueKind::U64(DEFAULT_SCALE_DOWN_UNNEEDED_SEC),
+    );
     l.set(d, "empty-node-expiration-sec", ValueKind::U64(120));
     l.set(d, "node-boot-timeout-sec", ValueKind::U64(600));
+    l.set(d, "expected-node-boot-sec", ValueKind::U64(180));
     l.set(d, "dry-run", ValueKind::Boolean(false));
     l.set(d, "log-format", ValueKind::String("text".into()));
     l.set(d, "log-level", ValueKind::String("info".into()));
@@ -1178,6 +1221,10 @@ fn allowed_detail(key: &str) -> String {
                 .into()
         }
         "server-source" => "pods or agones".into(),
+        "buffer-policy" => "fixed or target (target: pods mode only)".into(),
+        "target-instant-start" => {
+            "a share above 0.5 and below 1, as a fraction (0.99) or a percentage (99%)".into()
+        }
         "agones-namespaces" => {
             "a list (comma-separated in env/flags) of namespace names; empty: all; only with \
              server-source agones"
@@ -1270,6 +1317,33 @@ impl From<quantity::QuantityError> for NumberError {
             other => NumberError::Invalid(other.to_string()),
         }
     }
+}
+
+/// A share strictly between 0.5 and 1: `0.99`, or `99%` (text).
+fn to_share(kind: &ValueKind) -> Result<f64, String> {
+    let value = match kind {
+        ValueKind::Float(f) => *f,
+        ValueKind::U64(_) | ValueKind::I64(_) | ValueKind::U128(_) | ValueKind::I128(_) => {
+            return Err("out of range: 0 and 1 (and every whole number) are not allowed".into())
+        }
+        _ => {
+            let text = to_text(kind)?;
+            let (number, scale) = match text.strip_suffix('%') {
+                Some(p) => (p.trim().to_string(), 100.0),
+                None => (text.clone(), 1.0),
+            };
+            number
+                .parse::<f64>()
+                .map_err(|_| "not a number".to_string())?
+                / scale
+        }
+    };
+    if !(value.is_finite() && value > 0.5 && value < 1.0) {
+        return Err(format!(
+            "out of range: {value} is not above 0.5 and below 1"
+        ));
+    }
+    Ok(value)
 }
 
 fn to_u64(kind: &ValueKind) -> Result<u64, NumberError> {
@@ -1604,6 +1678,9 @@ impl Resolver<'_> {
         let buffer = self.parsed("buffer-slot-size", |k, _| {
             BUFFER_SLOT_SIZE_RANGE.check_u32(to_u64(k))
         });
+        let buffer_policy =
+            self.parsed("buffer-policy", |k, _| to_text(k)?.parse::<BufferPolicy>());
+        let target_instant_start = self.parsed("target-instant-start", |k, _| to_share(k));
         let tick = self.parsed("scale-loop-tick-sec", |k, _| {
             SCALE_LOOP_TICK_SEC_RANGE.check(to_u64(k))
         });
@@ -1629,11 +1706,34 @@ impl Resolver<'_> {
         let server_source =
             self.parsed("server-source", |k, _| to_text(k)?.parse::<ServerSource>());
         let agones = self.agones_settings(server_source);
+        let delay_after_add = self.parsed("scale-down-delay-after-add-sec", |k, _| {
+            SCALE_DOWN_HOLD_SEC_RANGE.check(to_u64(k))
+        });
+        let unneeded = self.parsed("scale-down-unneeded-sec", |k, _| {
+            SCALE_DOWN_HOLD_SEC_RANGE.check(to_u64(k))
+        });
+        if buffer_policy == Some(BufferPolicy::Target)
+            && server_source == Some(ServerSource::Agones)
+        {
+            if let Some((kind, from)) = self.get("buffer-policy") {
+                self.invalid(
+                    "buffer-policy",
+                    &kind,
+                    from,
+                    "target sizing measures server pods, and with server-source agones the \
+                     buffer comes from agones-buffer"
+                        .into(),
+                );
+            }
+        }
         let expiration = self.parsed("empty-node-expiration-sec", |k, _| {
             EMPTY_NODE_EXPIRATION_SEC_RANGE.check(to_u64(k))
         });
         let boot_timeout = self.parsed("node-boot-timeout-sec", |k, _| {
             NODE_BOOT_TIMEOUT_SEC_RANGE.check(to_u64(k))
+        });
+        let expected_boot = self.parsed("expected-node-boot-sec", |k, _| {
+            EXPECTED_NODE_BOOT_SEC_RANGE.check(to_u64(k))
         });
         let dry_run = self.parsed("dry-run", |k, _| to_bool(k));
         let log_format = self.parsed("log-format", |k, _| to_text(k)?.parse::<LogFormat>());
@@ -1681,14 +1781,19 @@ impl Resolver<'_> {
             server_pod_label_name: label_name?,
             server_pod_label_value: label_value?,
             buffer_slot_size: buffer?,
+            buffer_policy: buffer_policy?,
+            target_instant_start: target_instant_start?,
             scale_loop_tick_sec: tick?,
             server_cpu_resource_request: cpu?,
             server_memory_resource_request: memory,
             server_pod_tolerations: tolerations?,
             server_source: server_source?,
             agones: agones?,
+            scale_down_delay_after_add_sec: delay_after_add?,
+            scale_down_unneeded_sec: unneeded?,
             empty_node_expiration_sec: expiration?,
             node_boot_timeout_sec: boot_timeout?,
+            expected_node_boot_sec: expected_boot?,
             dry_run: dry_run?,
             log_format: log_format?,
             log_level: log_level?,
@@ -2070,6 +2175,11 @@ impl Config {
             ("server-pod-label-name", s(&self.server_pod_label_name)),
             ("server-pod-label-value", s(&self.server_pod_label_value)),
             ("buffer-slot-size", n(self.buffer_slot_size.into())),
+            ("buffer-policy", s(self.buffer_policy.as_str())),
+            (
+                "target-instant-start",
+                Y::Number(self.target_instant_start.into()),
+            ),
             ("scale-loop-tick-sec", n(self.scale_loop_tick_sec)),
             (
                 "server-cpu-resource-request",
@@ -2115,10 +2225,16 @@ impl Config {
             ),
             ("agones-buffer", s(self.agones.buffer.as_str())),
             (
+                "scale-down-delay-after-add-sec",
+                n(self.scale_down_delay_after_add_sec),
+            ),
+            ("scale-down-unneeded-sec", n(self.scale_down_unneeded_sec)),
+            (
                 "empty-node-expiration-sec",
                 n(self.empty_node_expiration_sec),
             ),
             ("node-boot-timeout-sec", n(self.node_boot_timeout_sec)),
+            ("expected-node-boot-sec", n(self.expected_node_boot_sec)),
             ("dry-run", Y::Bool(self.dry_run)),
             ("log-format", s(self.log_format.as_str())),
             ("log-level", s(&self.log_level)),

@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::agones::{AgonesBuffer, AgonesSettings, GameServerInfo};
+use crate::buffer::{target_buffer, BufferPolicy, TargetInputs};
 use crate::config::{Config, NodeTemplate};
 use crate::model::{
     CloudNode, CloudView, ClusterSnapshot, InstanceStatus, NodeState, Resources, ServerSource,
@@ -48,6 +49,33 @@ pub struct PlannerConfig {
     pub server_source: ServerSource,
     /// The Agones settings (used with [`ServerSource::Agones`]).
     pub agones: AgonesSettings,
+    /// How the buffer is sized; with [`BufferPolicy::Target`], `buffer` is the floor.
+    pub buffer_policy: BufferPolicy,
+    /// The share of matches that must start at once ([`BufferPolicy::Target`]).
+    pub target_instant_start: f64,
+    /// Seconds from a grow to a Ready node until the loop has measured one.
+    pub expected_node_boot_sec: u64,
+    /// `scale-loop-tick-sec`: part of the lead time of a grow.
+    pub tick_sec: u64,
+    /// Seconds after the newest pool node was created during which nothing is cordoned.
+    pub scale_down_delay_after_add_sec: u64,
+    /// Seconds a surplus of at least a node must hold before a node is cordoned.
+    pub scale_down_unneeded_sec: u64,
+}
+
+/// What the loop measured and remembers from earlier passes, handed to the planner as plain
+/// values so that the plan stays a pure function of its inputs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Server pods first seen per second (recent, smoothed); `None` before it is known.
+    pub arrivals_per_sec: Option<f64>,
+    /// Servers ending on schedulable nodes per second.
+    pub departures_per_sec: Option<f64>,
+    /// Recent percentile of the seconds from a grow to its node being Ready, once measured.
+    pub lead_sec: Option<u64>,
+    /// Since when the pool has held a surplus of at least a node (the previous plan's
+    /// [`PoolSummary::surplus_since`]).
+    pub surplus_since: Option<Timestamp>,
 }
 
 impl From<&Config> for PlannerConfig {
@@ -63,6 +91,12 @@ impl From<&Config> for PlannerConfig {
             node_template: c.node_template,
             server_source: c.server_source,
             agones: c.agones.clone(),
+            buffer_policy: c.buffer_policy,
+            target_instant_start: c.target_instant_start,
+            expected_node_boot_sec: c.expected_node_boot_sec,
+            tick_sec: c.scale_loop_tick_sec,
+            scale_down_delay_after_add_sec: c.scale_down_delay_after_add_sec,
+            scale_down_unneeded_sec: c.scale_down_unneeded_sec,
         }
     }
 }
@@ -274,6 +308,13 @@ pub struct PoolSummary {
     pub buffer_reason: Option<String>,
     /// Slots of one new, empty node, if known.
     pub slots_per_new_node: Option<u32>,
+    /// Since when the available slots have exceeded the buffer by at least a node: fed back
+    /// to the next pass as [`Observed::surplus_since`]. Restarts when a node is cordoned, so
+    /// that each cordon waits for a surplus that held.
+    #[serde(skip)]
+    pub surplus_since: Option<Timestamp>,
+    /// Why a surplus was not cordoned this pass (a recent grow, a surplus not held long).
+    pub scale_down_held: Option<String>,
 }
 
 /// The planner's output.
@@ -422,6 +463,27 @@ impl NodeView<'_> {
     }
 }
 
+/// The buffer the target policy sizes from the measurements: at least `buffer-slot-size`,
+/// at most what the pool can still hold (`ceiling`).
+fn target_in_force(
+    observed: &Observed,
+    cfg: &PlannerConfig,
+    ceiling: u32,
+    slots_per_node: u32,
+) -> (u32, String) {
+    target_buffer(&TargetInputs {
+        instant_start: cfg.target_instant_start,
+        arrivals_per_sec: observed.arrivals_per_sec.unwrap_or(0.0),
+        departures_per_sec: observed.departures_per_sec.unwrap_or(0.0),
+        lead_sec: observed.lead_sec.unwrap_or(cfg.expected_node_boot_sec),
+        lead_measured: observed.lead_sec.is_some(),
+        tick_sec: cfg.tick_sec,
+        floor: cfg.buffer,
+        ceiling,
+        slots_per_node,
+    })
+}
+
 /// The buffer in force and, when not the fixed `buffer-slot-size`, how it was computed.
 fn buffer_in_force(snapshot: &ClusterSnapshot, cfg: &PlannerConfig) -> (u32, Option<String>) {
     if cfg.server_source != ServerSource::Agones
@@ -540,18 +602,20 @@ pub fn plan(
         snapshot,
         &CloudView::trusting(snapshot, target_size),
         &BTreeSet::new(),
+        &Observed::default(),
         now,
         cfg,
     )
 }
 
-/// Computes the plan from the cluster, the cloud pool matched against it, and the nodes whose
-/// deletion is held back (they keep failing; others take their turn). Pure: same inputs, same
-/// plan.
+/// Computes the plan from the cluster, the cloud pool matched against it, the nodes whose
+/// deletion is held back (they keep failing; others take their turn), and what the loop
+/// measured and remembers. Pure: same inputs, same plan.
 pub fn plan_with(
     snapshot: &ClusterSnapshot,
     cloud: &CloudView,
     held_back: &BTreeSet<String>,
+    observed: &Observed,
     now: Timestamp,
     cfg: &PlannerConfig,
 ) -> Plan {
@@ -796,7 +860,19 @@ pub fn plan_with(
     // slot of room into a warm one (no change), and only those that find no room are short.
     let available = room + i64::from(ready_game_servers) + i64::from(starting_game_servers)
         - (i64::from(pending_game_servers) - room.max(0)).max(0);
-    let (buffer_slots, buffer_reason) = buffer_in_force(snapshot, cfg);
+    let running_servers: u32 = views.iter().map(|v| v.servers).sum();
+    let (buffer_slots, buffer_reason) = match cfg.buffer_policy {
+        BufferPolicy::Target => {
+            let ceiling = slots_per_new_node.map_or(u32::MAX, |per_node| {
+                cfg.max_nodes
+                    .saturating_mul(per_node)
+                    .saturating_sub(running_servers.saturating_add(pending_servers))
+            });
+            let (b, why) = target_in_force(observed, cfg, ceiling, slots_per_new_node.unwrap_or(1));
+            (b, Some(why))
+        }
+        BufferPolicy::Fixed => buffer_in_force(snapshot, cfg),
+    };
     let buffer = i64::from(buffer_slots);
 
     let summary = PoolSummary {
@@ -814,7 +890,7 @@ pub fn plan_with(
         free_slots,
         incoming_slots,
         pending_servers,
-        running_servers: views.iter().map(|v| v.servers).sum(),
+        running_servers,
         ready_game_servers,
         starting_game_servers,
         pending_game_servers,
@@ -822,7 +898,10 @@ pub fn plan_with(
         buffer: buffer_slots,
         buffer_reason,
         slots_per_new_node,
+        surplus_since: None,
+        scale_down_held: None,
     };
+    let mut summary = summary;
 
     let mut actions = Vec::new();
     for instance in &stuck {
@@ -947,9 +1026,49 @@ pub fn plan_with(
 
     // Scale down only from a settled pool: with nodes on their way, surplus is transient.
     let settled = provisioning == 0 && summary.booting_nodes == 0 && new_target == target_size;
-    if settled && available > buffer {
-        if let Some(per_node) = slots_per_new_node.filter(|s| *s > 0) {
-            let mut budget = (available - buffer) / i64::from(per_node);
+    let surplus_node = slots_per_new_node
+        .filter(|s| *s > 0)
+        .filter(|per_node| available - buffer >= i64::from(*per_node));
+    if settled && surplus_node.is_some() {
+        summary.surplus_since = Some(observed.surplus_since.unwrap_or(now).min(now));
+    }
+    // No cordon soon after capacity came (it was wanted a moment ago), nor for a surplus that
+    // has not held: either would be undone by the next arrivals, a cordon and an uncordon for
+    // nothing.
+    let newest = views
+        .iter()
+        .filter(|v| v.class != Class::Deleting)
+        .filter_map(|v| v.node.created)
+        .max();
+    let hold = match (newest, summary.surplus_since) {
+        (Some(created), Some(_))
+            if age_sec(now, created) < limit_sec(cfg.scale_down_delay_after_add_sec) =>
+        {
+            Some(format!(
+                "newest node created {} ago, within scale-down-delay-after-add-sec {}",
+                crate::model::human_secs(age_sec(now, created).max(0) as u64),
+                cfg.scale_down_delay_after_add_sec
+            ))
+        }
+        (_, Some(since)) if age_sec(now, since) < limit_sec(cfg.scale_down_unneeded_sec) => {
+            Some(format!(
+                "surplus held {} of scale-down-unneeded-sec {}",
+                crate::model::human_secs(age_sec(now, since).max(0) as u64),
+                cfg.scale_down_unneeded_sec
+            ))
+        }
+        _ => None,
+    };
+    summary.scale_down_held = hold.clone();
+    if settled && hold.is_none() {
+        if let Some(per_node) = surplus_node {
+            // With a hold, one node per held surplus: the next waits for the surplus to hold
+            // again. Without, the whole surplus at once (the Go program's behaviour).
+            let mut budget = if cfg.scale_down_unneeded_sec > 0 {
+                1
+            } else {
+                (available - buffer) / i64::from(per_node)
+            };
             let mut remaining = available;
             let mut active = summary.active_nodes;
             // Agones: the warm servers of a cordoned node are recreated elsewhere (compaction),
@@ -990,6 +1109,7 @@ pub fn plan_with(
                 spare_room = room_after;
                 active -= 1;
                 budget -= 1;
+                summary.surplus_since = Some(now);
             }
         }
     }

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actuator::{Actuator, Outcome};
+use crate::buffer::DemandTracker;
 use crate::config::Config;
 use crate::kubernetes::{EventReason, KubeError, Kubernetes, MarkOp, MarkOutcome};
 use crate::model::{CloudPool, CloudView, ClusterSnapshot};
-use crate::planner::{self, Action, Plan, PlannerConfig};
+use crate::planner::{self, Action, Observed, Plan, PlannerConfig};
 use crate::provider::{NodePoolProvider, NodeRef, ProviderError};
 use crate::telemetry::Telemetry;
 
@@ -122,6 +123,24 @@ pub struct Scaler {
     clock: Clock,
     /// Where passes, actions and errors are reported.
     telemetry: Arc<Telemetry>,
+    /// Arrivals, departures and grow lead times, measured from the snapshots.
+    demand: DemandTracker,
+    /// The last plan's [`PoolSummary::surplus_since`]: a surplus must hold across passes.
+    /// Lost on a restart, which only delays a cordon.
+    surplus_since: Option<Timestamp>,
+}
+
+/// Window of the arrival and departure rates: long enough to smooth a minute's noise, short
+/// enough to follow an evening's climb.
+const DEMAND_WINDOW_SEC: u64 = 600;
+/// Grow lead times kept; the buffer uses their 90th percentile.
+const LEAD_TIMES_KEPT: usize = 20;
+/// Percentile of the recent lead times the buffer covers.
+const LEAD_QUANTILE: f64 = 0.9;
+
+/// Seconds since the Unix epoch, as the demand tracker counts.
+fn unix_secs(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
 }
 
 /// A source of the current time.
@@ -159,6 +178,8 @@ impl Scaler {
             reported_outside: BTreeSet::new(),
             clock: Arc::new(Timestamp::now),
             telemetry,
+            demand: DemandTracker::new(DEMAND_WINDOW_SEC, LEAD_TIMES_KEPT),
+            surplus_since: None,
         }
     }
 
@@ -244,11 +265,23 @@ impl Scaler {
         }
     }
 
+    /// What the planner is told of the loop's measurements and memory.
+    fn observed(&self, now: Timestamp) -> Observed {
+        let at = unix_secs(now);
+        Observed {
+            arrivals_per_sec: self.demand.arrivals.per_sec(at),
+            departures_per_sec: self.demand.departures.per_sec(at),
+            lead_sec: self.demand.lead.quantile(LEAD_QUANTILE),
+            surplus_since: self.surplus_since,
+        }
+    }
+
     fn plan(&self, snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
         planner::plan_with(
             snapshot,
             &self.cloud_view(snapshot),
             &self.actuator.held_back(now),
+            &self.observed(now),
             now,
             &self.planner,
         )
@@ -273,12 +306,15 @@ impl Scaler {
             self.read_cloud(nodes.clone(), now, &mut report).await?;
             fresh = true;
         }
+        self.demand.observe(&snapshot, unix_secs(now));
         let mut plan = self.plan(&snapshot, now);
         if !fresh && !self.dry_run && plan.changes_cloud() {
             self.read_cloud(nodes, now, &mut report).await?;
             plan = self.plan(&snapshot, now);
         }
+        self.surplus_since = plan.summary.surplus_since;
         self.telemetry.observe_pool(&plan.summary);
+        self.telemetry.observe_demand(&self.observed(now));
 
         let s = &plan.summary;
         info!(
@@ -357,9 +393,10 @@ impl Scaler {
                     }
                     EventReason::ClearMarks
                 }
-                Action::Grow { to, .. } => {
+                Action::Grow { from, to, .. } => {
                     self.cloud = None;
                     self.provider.grow_to(*to).await?;
+                    self.demand.grew(to.saturating_sub(*from), unix_secs(now));
                     EventReason::ScaleUp
                 }
                 Action::Cordon { node, .. } => {
@@ -711,14 +748,19 @@ pub(crate) mod tests {
             server_pod_label_name: "app".into(),
             server_pod_label_value: "game".into(),
             buffer_slot_size: 4,
+            buffer_policy: crate::buffer::BufferPolicy::Fixed,
+            target_instant_start: 0.99,
             scale_loop_tick_sec: 10,
             server_cpu_resource_request: 1000,
             server_memory_resource_request: None,
             server_pod_tolerations: vec![],
             server_source: crate::model::ServerSource::Pods,
             agones: crate::agones::AgonesSettings::default(),
+            scale_down_delay_after_add_sec: 0,
+            scale_down_unneeded_sec: 0,
             empty_node_expiration_sec: 120,
             node_boot_timeout_sec: 600,
+            expected_node_boot_sec: 180,
             dry_run,
             log_format: crate::config::LogFormat::Text,
             log_level: "info".into(),

@@ -55,6 +55,9 @@ pub struct Telemetry {
     pending_servers: Gauge,
     running_servers: Gauge,
     buffer: Gauge,
+    arrivals_per_minute: Gauge<f64, AtomicU64>,
+    departures_per_minute: Gauge<f64, AtomicU64>,
+    lead_seconds: Gauge,
     pool_target: Gauge,
     nodes: Family<StateLabels, Gauge>,
     game_servers: Family<StateLabels, Gauge>,
@@ -95,6 +98,9 @@ impl Telemetry {
             pending_servers: Gauge::default(),
             running_servers: Gauge::default(),
             buffer: Gauge::default(),
+            arrivals_per_minute: Gauge::default(),
+            departures_per_minute: Gauge::default(),
+            lead_seconds: Gauge::default(),
             pool_target: Gauge::default(),
             nodes: Family::default(),
             game_servers: Family::default(),
@@ -140,8 +146,23 @@ impl Telemetry {
         );
         r.register(
             "buffer_slots",
-            "Configured buffer of free slots",
+            "Buffer of free slots in force (buffer-policy target: as sized this pass)",
             t.buffer.clone(),
+        );
+        r.register(
+            "server_arrivals_per_minute",
+            "Measured rate of new server pods (recent, smoothed)",
+            t.arrivals_per_minute.clone(),
+        );
+        r.register(
+            "server_departures_per_minute",
+            "Measured rate of servers ending on schedulable nodes (their slots come back)",
+            t.departures_per_minute.clone(),
+        );
+        r.register(
+            "grow_lead_seconds",
+            "Recent percentile of the seconds from a grow to its node being Ready (0 until measured)",
+            t.lead_seconds.clone(),
         );
         r.register(
             "pool_target_size",
@@ -191,6 +212,19 @@ impl Telemetry {
     pub fn with_in_flight_allowance(mut self, tick: Duration, allowance: Duration) -> Self {
         self.stall_after = tick.saturating_mul(3).saturating_add(allowance);
         self
+    }
+
+    /// Records what the loop measured for the target buffer.
+    pub fn observe_demand(&self, observed: &crate::planner::Observed) {
+        self.arrivals_per_minute
+            .set(observed.arrivals_per_sec.unwrap_or(0.0) * 60.0);
+        self.departures_per_minute
+            .set(observed.departures_per_sec.unwrap_or(0.0) * 60.0);
+        self.lead_seconds.set(
+            observed
+                .lead_sec
+                .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
+        );
     }
 
     /// Records the pool as the planner saw it.

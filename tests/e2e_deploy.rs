@@ -1119,6 +1119,8 @@ buffer-slot-size: 2
 server-cpu-resource-request: 1000
 scale-loop-tick-sec: 1
 empty-node-expiration-sec: 3
+scale-down-unneeded-sec: 0
+scale-down-delay-after-add-sec: 0
 node-boot-timeout-sec: 60
 leader-election: true
 leader-election-namespace: {NAMESPACE}

@@ -561,6 +561,9 @@ fn config() -> kubescaler::config::Config {
         ("MAXIMUM_NODE_POOL_SIZE", "8"),
         ("BUFFER_SLOT_SIZE", "2"),
         ("EMPTY_NODE_EXPIRATION_SEC", "60"),
+        // Every surplus cordoned at once: the most cordons and uncordons for the properties.
+        ("SCALE_DOWN_UNNEEDED_SEC", "0"),
+        ("SCALE_DOWN_DELAY_AFTER_ADD_SEC", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -429,7 +429,22 @@ fn not_ready_noexecute_taints_are_tolerated_like_admission_does() {
 // The cloud pool, cross-checked (issue 10).
 
 use kubescaler::model::{CloudNode, CloudView, InstanceStatus};
-use kubescaler::planner::plan_with;
+use kubescaler::planner::{plan_with, Observed};
+
+/// One pass of the default config against a cloud view that differs from the snapshot.
+fn plan_in_cloud(
+    s: &kubescaler::model::ClusterSnapshot,
+    cloud: &CloudView,
+) -> kubescaler::planner::Plan {
+    plan_with(
+        s,
+        cloud,
+        &BTreeSet::new(),
+        &Observed::default(),
+        now(),
+        &cfg(),
+    )
+}
 use std::collections::BTreeSet;
 
 fn instance(id: &str, created_secs_ago: Option<i64>) -> CloudNode {
@@ -450,7 +465,7 @@ fn nodes_outside_the_cloud_pool_are_neither_counted_nor_touched() {
     let s = snap(vec![node("a", 4), node("x", 4)], servers_on("a", 4));
     let mut cloud = CloudView::trusting(&s, 1);
     cloud.members.remove("x");
-    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    let p = plan_in_cloud(&s, &cloud);
     assert!(
         nodes_of(&p, ActionKind::Cordon).is_empty(),
         "{:?}",
@@ -471,7 +486,7 @@ fn an_instance_that_never_registers_stops_counting_and_is_deleted() {
     let s = snap(vec![node("a", 4)], servers_on("a", 4));
     let mut cloud = CloudView::trusting(&s, 2);
     cloud.unregistered = vec![instance("stuck-1", Some(660))];
-    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    let p = plan_in_cloud(&s, &cloud);
     assert_eq!(p.summary.stuck_instances, 1);
     assert_eq!(p.summary.incoming_slots, 0);
     assert!(matches!(
@@ -486,7 +501,7 @@ fn an_instance_that_never_registers_stops_counting_and_is_deleted() {
 
     // Within the boot timeout the same instance is capacity on its way.
     cloud.unregistered = vec![instance("young-1", Some(60))];
-    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    let p = plan_in_cloud(&s, &cloud);
     assert_eq!(p.summary.stuck_instances, 0);
     assert_eq!(p.summary.incoming_slots, 4);
     assert!(p.actions.is_empty(), "{:?}", p.actions);
@@ -517,7 +532,7 @@ fn a_node_the_cloud_reports_going_is_never_capacity_nor_deleted() {
     let s = snap(vec![node("a", 4), ours("d", 4, 3600)], vec![]);
     let mut cloud = CloudView::trusting(&s, 2);
     cloud.members.insert("d".into(), InstanceStatus::Deleting);
-    let p = plan_with(&s, &cloud, &BTreeSet::new(), now(), &cfg());
+    let p = plan_in_cloud(&s, &cloud);
     assert!(
         nodes_of(&p, ActionKind::Delete).is_empty(),
         "{:?}",
@@ -542,7 +557,14 @@ fn a_held_back_node_lets_the_next_expired_node_take_its_turn() {
         servers_on("a", 4),
     );
     let held = BTreeSet::from(["old".to_string()]);
-    let p = plan_with(&s, &CloudView::trusting(&s, 4), &held, now(), &c);
+    let p = plan_with(
+        &s,
+        &CloudView::trusting(&s, 4),
+        &held,
+        &Observed::default(),
+        now(),
+        &c,
+    );
     assert_eq!(nodes_of(&p, ActionKind::Delete), vec!["newer".to_string()]);
 }
 

@@ -32,6 +32,7 @@ use crate::model::{Resources, ServerSource};
 pub mod args;
 pub mod demand;
 pub mod engine;
+pub mod policies;
 pub mod report;
 pub mod settings;
 pub mod svg;
@@ -184,6 +185,16 @@ pub fn execute(
     let workload = input
         .demand
         .workload(scenario.duration, input.mean_session, input.seed);
+    if args.compare {
+        let buffers: Vec<u32> = args
+            .sweep_buffer
+            .unwrap_or(DEFAULT_COMPARE_BUFFERS)
+            .sizes()
+            .collect();
+        return compare_buffer_policies(
+            args, &input, &scenario, &workload, slots, &buffers, progress,
+        );
+    }
     match args.sweep_buffer {
         None if scenario.fleet.is_some() => {
             compare(args, &input, &scenario, &workload, slots, progress)
@@ -565,6 +576,46 @@ fn sweep(
             .filter_map(|s| s.agones)
             .map(|a| a.lost_matches)
             .sum(),
+    })
+}
+
+/// Fixed buffers `--compare` runs when `--sweep-buffer` does not say.
+pub const DEFAULT_COMPARE_BUFFERS: args::BufferRange = args::BufferRange { first: 0, last: 12 };
+
+/// `--compare`: fixed buffers and the target policy on the same day (`compare.json`, the
+/// table).
+#[allow(clippy::too_many_arguments)]
+fn compare_buffer_policies(
+    args: &SimulateArgs,
+    input: &SimInput,
+    scenario: &Scenario,
+    workload: &Workload,
+    slots: u32,
+    buffers: &[u32],
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Produced, SimulateError> {
+    let comparison = policies::compare_policies(input, scenario, workload, buffers, progress)?;
+    let json = serde_json::to_string_pretty(&comparison).unwrap_or_default() + "\n";
+    let mut files = Vec::new();
+    write(&args.out, "compare.json", &json, &mut files)?;
+    let mut stdout = report::header(input, scenario, slots);
+    stdout.push_str(&format!(
+        "compare buffer-slot-size {}..{} (fixed) with buffer-policy target, target {} instant starts\n\n",
+        buffers.first().copied().unwrap_or(0),
+        buffers.last().copied().unwrap_or(0),
+        report::percent(comparison.target_instant)
+    ));
+    stdout.push_str(&policies::policy_table(&comparison));
+    stdout.push_str(&wrote(&files));
+    Ok(Produced {
+        stdout,
+        files,
+        servers_killed: comparison
+            .rows
+            .iter()
+            .map(|r| r.summary.server_pods_killed)
+            .sum(),
+        matches_lost: 0,
     })
 }
 

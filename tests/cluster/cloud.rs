@@ -815,6 +815,9 @@ impl Pool {
             ("MAXIMUM_NODE_POOL_SIZE", "10"),
             ("BUFFER_SLOT_SIZE", "2"),
             ("EMPTY_NODE_EXPIRATION_SEC", "5"),
+            // Scale-down at once, as these tests time it (the holds have tests of their own).
+            ("SCALE_DOWN_UNNEEDED_SEC", "0"),
+            ("SCALE_DOWN_DELAY_AFTER_ADD_SEC", "0"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

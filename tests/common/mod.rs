@@ -25,7 +25,8 @@ pub fn ago(secs: i64) -> Timestamp {
         .expect("in range")
 }
 
-/// Settings: min 1, max 10, buffer 4, 1 CPU servers, 120 s expiration.
+/// Settings: min 1, max 10, buffer 4 (fixed), 1 CPU servers, 120 s expiration, no scale-down
+/// holds.
 pub fn cfg() -> PlannerConfig {
     PlannerConfig {
         min_nodes: 1,
@@ -41,6 +42,14 @@ pub fn cfg() -> PlannerConfig {
         node_template: None,
         server_source: kubescaler::model::ServerSource::Pods,
         agones: kubescaler::agones::AgonesSettings::default(),
+        buffer_policy: kubescaler::buffer::BufferPolicy::Fixed,
+        target_instant_start: 0.99,
+        expected_node_boot_sec: 180,
+        tick_sec: 10,
+        // The rules of a single pass: a surplus is cordoned at once (the holds have tests
+        // of their own).
+        scale_down_delay_after_add_sec: 0,
+        scale_down_unneeded_sec: 0,
     }
 }
 

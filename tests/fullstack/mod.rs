@@ -591,6 +591,8 @@ fn config_yaml(
          buffer-slot-size: 1\n\
          scale-loop-tick-sec: 1\n\
          empty-node-expiration-sec: {EXPIRATION_SECS}\n\
+         scale-down-unneeded-sec: 0\n\
+         scale-down-delay-after-add-sec: 0\n\
          node-boot-timeout-sec: 120\n\
          node-template-cpu: 3900m\n\
          node-template-memory: 6Gi\n\

@@ -1,0 +1,178 @@
+//! The planner's buffer policy and scale-down holds (issue 12): the target buffer is sized
+//! from what the loop measured, handed in as [`Observed`]; a surplus is cordoned only once it
+//! has held for `scale-down-unneeded-sec`, one node per held surplus, and never within
+//! `scale-down-delay-after-add-sec` of the newest node's creation.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use kubescaler::buffer::BufferPolicy;
+use kubescaler::model::CloudView;
+use kubescaler::planner::{plan_with, ActionKind, Observed, Plan, PlannerConfig};
+
+fn plan_at(s: &kubescaler::model::ClusterSnapshot, observed: &Observed, c: &PlannerConfig) -> Plan {
+    plan_with(
+        s,
+        &CloudView::trusting(s, s.nodes.len() as u32),
+        &BTreeSet::new(),
+        observed,
+        now(),
+        c,
+    )
+}
+
+fn cordons(p: &Plan) -> Vec<String> {
+    p.actions
+        .iter()
+        .filter(|a| a.kind() == ActionKind::Cordon)
+        .filter_map(|a| a.node().map(str::to_string))
+        .collect()
+}
+
+/// Four idle 4-CPU nodes created an hour ago, one server: 15 free, buffer 0 = 3 surplus nodes.
+fn idle_pool() -> kubescaler::model::ClusterSnapshot {
+    snap(
+        vec![node("a", 4), node("b", 4), node("c", 4), node("d", 4)],
+        servers_on("a", 1),
+    )
+}
+
+fn holding(unneeded: u64, after_add: u64) -> PlannerConfig {
+    PlannerConfig {
+        buffer: 0,
+        scale_down_unneeded_sec: unneeded,
+        scale_down_delay_after_add_sec: after_add,
+        ..cfg()
+    }
+}
+
+#[test]
+fn a_surplus_is_not_cordoned_until_it_has_held_for_scale_down_unneeded_sec() {
+    let c = holding(600, 0);
+    // First seen now: the surplus starts its hold, nothing is cordoned.
+    let first = plan_at(&idle_pool(), &Observed::default(), &c);
+    assert!(cordons(&first).is_empty(), "{:?}", first.actions);
+    assert_eq!(first.summary.surplus_since, Some(now()));
+    assert!(first
+        .summary
+        .scale_down_held
+        .as_deref()
+        .is_some_and(|h| h.contains("scale-down-unneeded-sec 600")));
+    // Held 5 minutes: still nothing.
+    let held = Observed {
+        surplus_since: Some(ago(300)),
+        ..Observed::default()
+    };
+    assert!(cordons(&plan_at(&idle_pool(), &held, &c)).is_empty());
+    // Held 10 minutes: one node (not the whole surplus of three), and the hold starts again.
+    let long = Observed {
+        surplus_since: Some(ago(600)),
+        ..Observed::default()
+    };
+    let p = plan_at(&idle_pool(), &long, &c);
+    assert_eq!(cordons(&p).len(), 1, "{:?}", p.actions);
+    assert_eq!(p.summary.surplus_since, Some(now()));
+}
+
+#[test]
+fn a_surplus_that_goes_away_restarts_its_hold() {
+    let c = holding(600, 0);
+    // 13 servers on four 4-slot nodes leave 3 free: less than a node over buffer 0.
+    let mut pods = servers_on("a", 4);
+    pods.extend(servers_on("b", 4));
+    pods.extend(servers_on("c", 4));
+    pods.extend(servers_on("d", 1));
+    let busy = snap(
+        vec![node("a", 4), node("b", 4), node("c", 4), node("d", 4)],
+        pods,
+    );
+    let long = Observed {
+        surplus_since: Some(ago(3600)),
+        ..Observed::default()
+    };
+    let p = plan_at(&busy, &long, &c);
+    assert!(cordons(&p).is_empty());
+    assert_eq!(p.summary.surplus_since, None, "the hold is forgotten");
+}
+
+#[test]
+fn nothing_is_cordoned_within_scale_down_delay_after_add_sec_of_a_new_node() {
+    let c = holding(0, 600);
+    let mut s = idle_pool();
+    s.nodes[3].created = Some(ago(120));
+    let p = plan_at(&s, &Observed::default(), &c);
+    assert!(cordons(&p).is_empty(), "{:?}", p.actions);
+    assert!(p
+        .summary
+        .scale_down_held
+        .as_deref()
+        .is_some_and(|h| h.contains("scale-down-delay-after-add-sec 600")));
+    // Ten minutes after the newest node came: the surplus goes, all of it (no unneeded hold).
+    s.nodes[3].created = Some(ago(600));
+    let p = plan_at(&s, &Observed::default(), &c);
+    assert_eq!(cordons(&p).len(), 3, "{:?}", p.actions);
+}
+
+#[test]
+fn without_holds_the_whole_surplus_is_cordoned_in_one_pass() {
+    let p = plan_at(&idle_pool(), &Observed::default(), &holding(0, 0));
+    assert_eq!(cordons(&p).len(), 3);
+}
+
+#[test]
+fn the_target_buffer_grows_with_measured_arrivals_and_says_how() {
+    let c = PlannerConfig {
+        buffer_policy: BufferPolicy::Target,
+        buffer: 2,
+        ..cfg()
+    };
+    // 30 arrivals a minute, none ending, over a measured 2-minute boot + 10 s tick.
+    let busy = Observed {
+        arrivals_per_sec: Some(0.5),
+        departures_per_sec: Some(0.0),
+        lead_sec: Some(120),
+        surplus_since: None,
+    };
+    let p = plan_at(&idle_pool(), &busy, &c);
+    let b = p.summary.buffer;
+    assert!(b > 15, "65 arrivals expected in a lead time: buffer {b}");
+    assert!(
+        p.grow_target().is_some(),
+        "15 free slots < buffer {b}: grows"
+    );
+    let why = p.summary.buffer_reason.clone().unwrap_or_default();
+    assert!(
+        why.starts_with(&format!("buffer {b}: 30.0 arrivals/min, 0.0 ends/min x 2m 10s lead (measured boot 2m + tick 10s), p99")),
+        "{why}"
+    );
+    // Nothing measured yet: the floor, and the configured boot time in the reason.
+    let p = plan_at(&idle_pool(), &Observed::default(), &c);
+    assert_eq!(p.summary.buffer, 2);
+    let why = p.summary.buffer_reason.unwrap_or_default();
+    assert!(why.contains("configured boot 3m"), "{why}");
+}
+
+#[test]
+fn the_target_buffer_never_asks_for_more_than_maximum_node_pool_size_holds() {
+    let c = PlannerConfig {
+        buffer_policy: BufferPolicy::Target,
+        max_nodes: 5,
+        ..cfg()
+    };
+    let flood = Observed {
+        arrivals_per_sec: Some(50.0),
+        departures_per_sec: Some(0.0),
+        lead_sec: Some(120),
+        surplus_since: None,
+    };
+    let p = plan_at(&idle_pool(), &flood, &c);
+    // 5 nodes x 4 slots less the 1 server running.
+    assert_eq!(p.summary.buffer, 19);
+    assert!(p
+        .summary
+        .buffer_reason
+        .unwrap_or_default()
+        .contains("capped at 19 by maximum-node-pool-size"));
+}
