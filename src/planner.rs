@@ -73,9 +73,19 @@ pub struct Observed {
     pub departures_per_sec: Option<f64>,
     /// Recent percentile of the seconds from a grow to its node being Ready, once measured.
     pub lead_sec: Option<u64>,
-    /// Since when the pool has held a surplus of at least a node (the previous plan's
-    /// [`PoolSummary::surplus_since`]).
-    pub surplus_since: Option<Timestamp>,
+    /// The surplus the pool has held so far (the previous plan's [`PoolSummary::surplus`]).
+    pub surplus: Option<HeldSurplus>,
+}
+
+/// A surplus of whole nodes over the buffer, remembered across passes: scale-down cordons
+/// only what has held for `scale-down-unneeded-sec`, and only as many nodes as the surplus
+/// never fell below in that time (a dip to one node means one, not the peak's five).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldSurplus {
+    /// When the surplus began (or its last cordon was made).
+    pub since: Timestamp,
+    /// The fewest surplus nodes seen since then.
+    pub fewest_nodes: u32,
 }
 
 impl From<&Config> for PlannerConfig {
@@ -308,11 +318,11 @@ pub struct PoolSummary {
     pub buffer_reason: Option<String>,
     /// Slots of one new, empty node, if known.
     pub slots_per_new_node: Option<u32>,
-    /// Since when the available slots have exceeded the buffer by at least a node: fed back
-    /// to the next pass as [`Observed::surplus_since`]. Restarts when a node is cordoned, so
-    /// that each cordon waits for a surplus that held.
+    /// The surplus of whole nodes over the buffer and since when it has held: fed back to
+    /// the next pass as [`Observed::surplus`]. Restarts when a node is cordoned, so that each
+    /// cordon waits for a surplus that held.
     #[serde(skip)]
-    pub surplus_since: Option<Timestamp>,
+    pub surplus: Option<HeldSurplus>,
     /// Why a surplus was not cordoned this pass (a recent grow, a surplus not held long).
     pub scale_down_held: Option<String>,
 }
@@ -898,7 +908,7 @@ pub fn plan_with(
         buffer: buffer_slots,
         buffer_reason,
         slots_per_new_node,
-        surplus_since: None,
+        surplus: None,
         scale_down_held: None,
     };
     let mut summary = summary;
@@ -1029,8 +1039,20 @@ pub fn plan_with(
     let surplus_node = slots_per_new_node
         .filter(|s| *s > 0)
         .filter(|per_node| available - buffer >= i64::from(*per_node));
+    let surplus_nodes = surplus_node.map_or(0, |per_node| {
+        u32::try_from((available - buffer) / i64::from(per_node)).unwrap_or(u32::MAX)
+    });
     if settled && surplus_node.is_some() {
-        summary.surplus_since = Some(observed.surplus_since.unwrap_or(now).min(now));
+        summary.surplus = Some(match observed.surplus {
+            Some(held) if held.since <= now => HeldSurplus {
+                since: held.since,
+                fewest_nodes: held.fewest_nodes.min(surplus_nodes),
+            },
+            _ => HeldSurplus {
+                since: now,
+                fewest_nodes: surplus_nodes,
+            },
+        });
     }
     // No cordon soon after capacity came (it was wanted a moment ago), nor for a surplus that
     // has not held: either would be undone by the next arrivals, a cordon and an uncordon for
@@ -1040,7 +1062,7 @@ pub fn plan_with(
         .filter(|v| v.class != Class::Deleting)
         .filter_map(|v| v.node.created)
         .max();
-    let hold = match (newest, summary.surplus_since) {
+    let hold = match (newest, summary.surplus) {
         (Some(created), Some(_))
             if age_sec(now, created) < limit_sec(cfg.scale_down_delay_after_add_sec) =>
         {
@@ -1050,10 +1072,11 @@ pub fn plan_with(
                 cfg.scale_down_delay_after_add_sec
             ))
         }
-        (_, Some(since)) if age_sec(now, since) < limit_sec(cfg.scale_down_unneeded_sec) => {
+        (_, Some(held)) if age_sec(now, held.since) < limit_sec(cfg.scale_down_unneeded_sec) => {
             Some(format!(
-                "surplus held {} of scale-down-unneeded-sec {}",
-                crate::model::human_secs(age_sec(now, since).max(0) as u64),
+                "surplus of {} nodes held {} of scale-down-unneeded-sec {}",
+                held.fewest_nodes,
+                crate::model::human_secs(age_sec(now, held.since).max(0) as u64),
                 cfg.scale_down_unneeded_sec
             ))
         }
@@ -1062,12 +1085,15 @@ pub fn plan_with(
     summary.scale_down_held = hold.clone();
     if settled && hold.is_none() {
         if let Some(per_node) = surplus_node {
-            // With a hold, one node per held surplus: the next waits for the surplus to hold
-            // again. Without, the whole surplus at once (the Go program's behaviour).
+            // What the surplus never fell below while it held: a node more would be wanted
+            // back by the next peak like the ones just seen. Without a hold, the whole surplus
+            // now (the Go program's behaviour).
             let mut budget = if cfg.scale_down_unneeded_sec > 0 {
-                1
+                summary
+                    .surplus
+                    .map_or(0, |held| i64::from(held.fewest_nodes))
             } else {
-                (available - buffer) / i64::from(per_node)
+                i64::from(surplus_nodes)
             };
             let mut remaining = available;
             let mut active = summary.active_nodes;
@@ -1109,7 +1135,8 @@ pub fn plan_with(
                 spare_room = room_after;
                 active -= 1;
                 budget -= 1;
-                summary.surplus_since = Some(now);
+                // The next cordon waits for a surplus that holds after this one.
+                summary.surplus = None;
             }
         }
     }

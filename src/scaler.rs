@@ -16,7 +16,7 @@ use crate::buffer::DemandTracker;
 use crate::config::Config;
 use crate::kubernetes::{EventReason, KubeError, Kubernetes, MarkOp, MarkOutcome};
 use crate::model::{CloudPool, CloudView, ClusterSnapshot};
-use crate::planner::{self, Action, Observed, Plan, PlannerConfig};
+use crate::planner::{self, Action, HeldSurplus, Observed, Plan, PlannerConfig};
 use crate::provider::{NodePoolProvider, NodeRef, ProviderError};
 use crate::telemetry::Telemetry;
 
@@ -125,9 +125,9 @@ pub struct Scaler {
     telemetry: Arc<Telemetry>,
     /// Arrivals, departures and grow lead times, measured from the snapshots.
     demand: DemandTracker,
-    /// The last plan's [`PoolSummary::surplus_since`]: a surplus must hold across passes.
+    /// The last plan's [`PoolSummary::surplus`]: a surplus must hold across passes.
     /// Lost on a restart, which only delays a cordon.
-    surplus_since: Option<Timestamp>,
+    surplus: Option<HeldSurplus>,
 }
 
 /// Window of the arrival and departure rates: long enough to smooth a minute's noise, short
@@ -179,7 +179,7 @@ impl Scaler {
             clock: Arc::new(Timestamp::now),
             telemetry,
             demand: DemandTracker::new(DEMAND_WINDOW_SEC, LEAD_TIMES_KEPT),
-            surplus_since: None,
+            surplus: None,
         }
     }
 
@@ -272,7 +272,7 @@ impl Scaler {
             arrivals_per_sec: self.demand.arrivals.per_sec(at),
             departures_per_sec: self.demand.departures.per_sec(at),
             lead_sec: self.demand.lead.quantile(LEAD_QUANTILE),
-            surplus_since: self.surplus_since,
+            surplus: self.surplus,
         }
     }
 
@@ -312,7 +312,7 @@ impl Scaler {
             self.read_cloud(nodes, now, &mut report).await?;
             plan = self.plan(&snapshot, now);
         }
-        self.surplus_since = plan.summary.surplus_since;
+        self.surplus = plan.summary.surplus;
         self.telemetry.observe_pool(&plan.summary);
         self.telemetry.observe_demand(&self.observed(now));
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use common::*;
 use kubescaler::buffer::BufferPolicy;
 use kubescaler::model::CloudView;
-use kubescaler::planner::{plan_with, ActionKind, Observed, Plan, PlannerConfig};
+use kubescaler::planner::{plan_with, ActionKind, HeldSurplus, Observed, Plan, PlannerConfig};
 
 fn plan_at(s: &kubescaler::model::ClusterSnapshot, observed: &Observed, c: &PlannerConfig) -> Plan {
     plan_with(
@@ -54,26 +54,47 @@ fn a_surplus_is_not_cordoned_until_it_has_held_for_scale_down_unneeded_sec() {
     // First seen now: the surplus starts its hold, nothing is cordoned.
     let first = plan_at(&idle_pool(), &Observed::default(), &c);
     assert!(cordons(&first).is_empty(), "{:?}", first.actions);
-    assert_eq!(first.summary.surplus_since, Some(now()));
+    assert_eq!(
+        first.summary.surplus,
+        Some(HeldSurplus {
+            since: now(),
+            fewest_nodes: 3
+        })
+    );
     assert!(first
         .summary
         .scale_down_held
         .as_deref()
         .is_some_and(|h| h.contains("scale-down-unneeded-sec 600")));
     // Held 5 minutes: still nothing.
-    let held = Observed {
-        surplus_since: Some(ago(300)),
-        ..Observed::default()
-    };
-    assert!(cordons(&plan_at(&idle_pool(), &held, &c)).is_empty());
-    // Held 10 minutes: one node (not the whole surplus of three), and the hold starts again.
-    let long = Observed {
-        surplus_since: Some(ago(600)),
-        ..Observed::default()
-    };
-    let p = plan_at(&idle_pool(), &long, &c);
+    assert!(cordons(&plan_at(&idle_pool(), &held(300, 3), &c)).is_empty());
+    // Held 10 minutes, never below three nodes: all three go, and the hold starts again.
+    let p = plan_at(&idle_pool(), &held(600, 3), &c);
+    assert_eq!(cordons(&p).len(), 3, "{:?}", p.actions);
+    assert_eq!(p.summary.surplus, None);
+}
+
+#[test]
+fn only_the_surplus_that_held_through_the_whole_window_is_cordoned() {
+    // Three surplus nodes now, but ten minutes ago a peak left only one: one node goes, the
+    // other two wait for a window of their own.
+    let c = holding(600, 0);
+    let p = plan_at(&idle_pool(), &held(600, 1), &c);
     assert_eq!(cordons(&p).len(), 1, "{:?}", p.actions);
-    assert_eq!(p.summary.surplus_since, Some(now()));
+    // Less than a minute of three: the remembered low stays.
+    let p = plan_at(&idle_pool(), &held(30, 1), &c);
+    assert_eq!(p.summary.surplus.map(|h| h.fewest_nodes), Some(1));
+}
+
+/// A surplus first seen `secs` ago that never fell below `fewest` nodes.
+fn held(secs: i64, fewest: u32) -> Observed {
+    Observed {
+        surplus: Some(HeldSurplus {
+            since: ago(secs),
+            fewest_nodes: fewest,
+        }),
+        ..Observed::default()
+    }
 }
 
 #[test]
@@ -88,13 +109,9 @@ fn a_surplus_that_goes_away_restarts_its_hold() {
         vec![node("a", 4), node("b", 4), node("c", 4), node("d", 4)],
         pods,
     );
-    let long = Observed {
-        surplus_since: Some(ago(3600)),
-        ..Observed::default()
-    };
-    let p = plan_at(&busy, &long, &c);
+    let p = plan_at(&busy, &held(3600, 2), &c);
     assert!(cordons(&p).is_empty());
-    assert_eq!(p.summary.surplus_since, None, "the hold is forgotten");
+    assert_eq!(p.summary.surplus, None, "the hold is forgotten");
 }
 
 #[test]
@@ -133,7 +150,7 @@ fn the_target_buffer_grows_with_measured_arrivals_and_says_how() {
         arrivals_per_sec: Some(0.5),
         departures_per_sec: Some(0.0),
         lead_sec: Some(120),
-        surplus_since: None,
+        surplus: None,
     };
     let p = plan_at(&idle_pool(), &busy, &c);
     let b = p.summary.buffer;
@@ -165,7 +182,7 @@ fn the_target_buffer_never_asks_for_more_than_maximum_node_pool_size_holds() {
         arrivals_per_sec: Some(50.0),
         departures_per_sec: Some(0.0),
         lead_sec: Some(120),
-        surplus_since: None,
+        surplus: None,
     };
     let p = plan_at(&idle_pool(), &flood, &c);
     // 5 nodes x 4 slots less the 1 server running.
