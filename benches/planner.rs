@@ -136,6 +136,7 @@ fn cfg(nodes: usize) -> PlannerConfig {
         tick_sec: 10,
         scale_down_delay_after_add_sec: 0,
         scale_down_unneeded_sec: 0,
+        buffer_schedule: Default::default(),
     }
 }
 

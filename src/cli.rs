@@ -127,8 +127,21 @@ pub struct SimulateArgs {
     pub session_length: SimDuration,
 
     /// Time from ordering a node until it is Ready; it registers NotReady at two thirds of it
-    #[arg(long, value_name = "DURATION", default_value = "150s")]
-    pub boot_delay: SimDuration,
+    /// [default: 150s; 5m with --scenario slow-boot]
+    #[arg(long, value_name = "DURATION")]
+    pub boot_delay: Option<SimDuration>,
+
+    /// Built-in day and pool: weekday (the built-in day), weekend (two peaks), launch (10x
+    /// arrivals 12:00-13:00), slow-boot (Ready after 5 min), small-nodes (2 slots), big-nodes
+    /// (30 slots); what is set elsewhere (--boot-delay, node-template-*,
+    /// maximum-node-pool-size) wins
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "weekday",
+        conflicts_with = "trace"
+    )]
+    pub scenario: crate::simulate::shapes::BuiltIn,
 
     /// CPU the DaemonSet pods of a node request together (per-node overhead)
     #[arg(long, value_name = "CPU", default_value = "300m")]
@@ -230,6 +243,12 @@ pub struct Overrides {
     /// 99% [env: TARGET_INSTANT_START] [default: 0.99]
     #[arg(long, global = true, value_name = "SHARE")]
     pub target_instant_start: Option<String>,
+
+    /// Time-of-day windows that set the buffer or the target, first match wins, e.g.
+    /// "Mon-Fri 18:00-23:00 Europe/Berlin buffer=12; Sat,Sun 00:00-24:00 UTC target=0.995"
+    /// [env: BUFFER_SCHEDULE] [default: none]
+    #[arg(long, global = true, value_name = "WINDOWS")]
+    pub buffer_schedule: Option<String>,
 
     /// Seconds between reconciles when nothing changes [env: SCALE_LOOP_TICK_SEC] [default: 10]
     #[arg(long, global = true, value_name = "SECONDS")]
@@ -425,6 +444,7 @@ impl Overrides {
             text("agones-buffer", &self.agones_buffer),
             text("buffer-policy", &self.buffer_policy),
             text("target-instant-start", &self.target_instant_start),
+            text("buffer-schedule", &self.buffer_schedule),
             text(
                 "scale-down-delay-after-add-sec",
                 &self.scale_down_delay_after_add_sec,

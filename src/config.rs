@@ -123,6 +123,8 @@ pub struct Config {
     pub buffer_policy: BufferPolicy,
     /// With `buffer-policy: target`: the share of matches that must find a free slot at once.
     pub target_instant_start: f64,
+    /// Time-of-day windows that set the buffer or the target instead (first match wins).
+    pub buffer_schedule: crate::schedule::BufferSchedule,
     /// Seconds between reconciles when nothing changes.
     pub scale_loop_tick_sec: u64,
     /// CPU one server requests, in millicores.
@@ -229,6 +231,7 @@ const CORE_KEYS_TAIL: &[&str] = &[
     "buffer-slot-size",
     "buffer-policy",
     "target-instant-start",
+    "buffer-schedule",
     "scale-loop-tick-sec",
     "server-cpu-resource-request",
     "server-memory-resource-request",
@@ -856,6 +859,7 @@ fn default_layer() -> Layer {
     l.set(d, "buffer-slot-size", ValueKind::U64(4));
     l.set(d, "buffer-policy", ValueKind::String("fixed".into()));
     l.set(d, "target-instant-start", ValueKind::Float(0.99));
+    l.set(d, "buffer-schedule", ValueKind::String(String::new()));
     l.set(d, "scale-loop-tick-sec", ValueKind::U64(10));
     l.set(d, "server-cpu-resource-request", ValueKind::U64(1000));
     l.set(d, "server-source", ValueKind::String("pods".into()));
@@ -1224,6 +1228,11 @@ fn allowed_detail(key: &str) -> String {
         "buffer-policy" => "fixed or target (target: pods mode only)".into(),
         "target-instant-start" => {
             "a share above 0.5 and below 1, as a fraction (0.99) or a percentage (99%)".into()
+        }
+        "buffer-schedule" => {
+            "windows separated by ';', each DAYS HH:MM-HH:MM TIME-ZONE buffer=N or target=SHARE \
+             (e.g. Mon-Fri 18:00-23:00 Europe/Berlin buffer=12); empty: none; pods mode only"
+                .into()
         }
         "agones-namespaces" => {
             "a list (comma-separated in env/flags) of namespace names; empty: all; only with \
@@ -1681,6 +1690,9 @@ impl Resolver<'_> {
         let buffer_policy =
             self.parsed("buffer-policy", |k, _| to_text(k)?.parse::<BufferPolicy>());
         let target_instant_start = self.parsed("target-instant-start", |k, _| to_share(k));
+        let buffer_schedule = self.parsed("buffer-schedule", |k, _| {
+            to_text(k)?.parse::<crate::schedule::BufferSchedule>()
+        });
         let tick = self.parsed("scale-loop-tick-sec", |k, _| {
             SCALE_LOOP_TICK_SEC_RANGE.check(to_u64(k))
         });
@@ -1712,6 +1724,20 @@ impl Resolver<'_> {
         let unneeded = self.parsed("scale-down-unneeded-sec", |k, _| {
             SCALE_DOWN_HOLD_SEC_RANGE.check(to_u64(k))
         });
+        if server_source == Some(ServerSource::Agones)
+            && buffer_schedule.as_ref().is_some_and(|s| !s.is_empty())
+        {
+            if let Some((kind, from)) = self.get("buffer-schedule") {
+                self.invalid(
+                    "buffer-schedule",
+                    &kind,
+                    from,
+                    "with server-source agones the buffer comes from agones-buffer; a schedule \
+                     needs server-source pods"
+                        .into(),
+                );
+            }
+        }
         if buffer_policy == Some(BufferPolicy::Target)
             && server_source == Some(ServerSource::Agones)
         {
@@ -1783,6 +1809,7 @@ impl Resolver<'_> {
             buffer_slot_size: buffer?,
             buffer_policy: buffer_policy?,
             target_instant_start: target_instant_start?,
+            buffer_schedule: buffer_schedule?,
             scale_loop_tick_sec: tick?,
             server_cpu_resource_request: cpu?,
             server_memory_resource_request: memory,
@@ -2180,6 +2207,7 @@ impl Config {
                 "target-instant-start",
                 Y::Number(self.target_instant_start.into()),
             ),
+            ("buffer-schedule", s(&self.buffer_schedule.to_string())),
             ("scale-loop-tick-sec", n(self.scale_loop_tick_sec)),
             (
                 "server-cpu-resource-request",

@@ -23,6 +23,7 @@ pub mod planner;
 pub mod provider;
 pub mod quantity;
 pub mod scaler;
+pub mod schedule;
 pub mod scheduling;
 pub mod selector;
 pub mod simulate;

@@ -24,6 +24,7 @@ use crate::model::{
     TaintEffect, Toleration,
 };
 use crate::provider::NodeRef;
+use crate::schedule::{BufferSchedule, Override};
 use crate::scheduling::{admission_default_tolerations, slots_in, tolerates_all};
 
 /// The settings the planner uses, taken from [`Config`].
@@ -61,6 +62,8 @@ pub struct PlannerConfig {
     pub scale_down_delay_after_add_sec: u64,
     /// Seconds a surplus of at least a node must hold before a node is cordoned.
     pub scale_down_unneeded_sec: u64,
+    /// Time-of-day windows that set the buffer or the target instead of the policy.
+    pub buffer_schedule: BufferSchedule,
 }
 
 /// What the loop measured and remembers from earlier passes, handed to the planner as plain
@@ -107,6 +110,7 @@ impl From<&Config> for PlannerConfig {
             tick_sec: c.scale_loop_tick_sec,
             scale_down_delay_after_add_sec: c.scale_down_delay_after_add_sec,
             scale_down_unneeded_sec: c.scale_down_unneeded_sec,
+            buffer_schedule: c.buffer_schedule.clone(),
         }
     }
 }
@@ -478,11 +482,12 @@ impl NodeView<'_> {
 fn target_in_force(
     observed: &Observed,
     cfg: &PlannerConfig,
+    instant_start: f64,
     ceiling: u32,
     slots_per_node: u32,
 ) -> (u32, String) {
     target_buffer(&TargetInputs {
-        instant_start: cfg.target_instant_start,
+        instant_start,
         arrivals_per_sec: observed.arrivals_per_sec.unwrap_or(0.0),
         departures_per_sec: observed.departures_per_sec.unwrap_or(0.0),
         lead_sec: observed.lead_sec.unwrap_or(cfg.expected_node_boot_sec),
@@ -871,17 +876,46 @@ pub fn plan_with(
     let available = room + i64::from(ready_game_servers) + i64::from(starting_game_servers)
         - (i64::from(pending_game_servers) - room.max(0)).max(0);
     let running_servers: u32 = views.iter().map(|v| v.servers).sum();
-    let (buffer_slots, buffer_reason) = match cfg.buffer_policy {
-        BufferPolicy::Target => {
-            let ceiling = slots_per_new_node.map_or(u32::MAX, |per_node| {
-                cfg.max_nodes
-                    .saturating_mul(per_node)
-                    .saturating_sub(running_servers.saturating_add(pending_servers))
-            });
-            let (b, why) = target_in_force(observed, cfg, ceiling, slots_per_new_node.unwrap_or(1));
-            (b, Some(why))
+    let target = |instant_start: f64| {
+        let ceiling = slots_per_new_node.map_or(u32::MAX, |per_node| {
+            cfg.max_nodes
+                .saturating_mul(per_node)
+                .saturating_sub(running_servers.saturating_add(pending_servers))
+        });
+        target_in_force(
+            observed,
+            cfg,
+            instant_start,
+            ceiling,
+            slots_per_new_node.unwrap_or(1),
+        )
+    };
+    // A window of the schedule wins over the policy while it holds.
+    let (buffer_slots, buffer_reason) = match cfg.buffer_schedule.in_force(now) {
+        Some((window, Override::Buffer(b))) => (
+            b,
+            Some(format!(
+                "buffer {b}: buffer-schedule window \"{}\"",
+                window.describe()
+            )),
+        ),
+        Some((window, Override::Target(share))) => {
+            let (b, why) = target(share);
+            (
+                b,
+                Some(format!(
+                    "{why} (buffer-schedule window \"{}\")",
+                    window.describe()
+                )),
+            )
         }
-        BufferPolicy::Fixed => buffer_in_force(snapshot, cfg),
+        None => match cfg.buffer_policy {
+            BufferPolicy::Target => {
+                let (b, why) = target(cfg.target_instant_start);
+                (b, Some(why))
+            }
+            BufferPolicy::Fixed => buffer_in_force(snapshot, cfg),
+        },
     };
     let buffer = i64::from(buffer_slots);
 

@@ -758,6 +758,7 @@ pub(crate) mod tests {
             agones: crate::agones::AgonesSettings::default(),
             scale_down_delay_after_add_sec: 0,
             scale_down_unneeded_sec: 0,
+            buffer_schedule: Default::default(),
             empty_node_expiration_sec: 120,
             node_boot_timeout_sec: 600,
             expected_node_boot_sec: 180,

@@ -1040,3 +1040,56 @@ fn readme_lists_every_range_as_declared() {
     let Range { min, max, unit } = range_of("empty-node-expiration-sec").expect("range");
     assert_eq!((min, max, unit), (0, 315_360_000, "seconds"));
 }
+
+#[test]
+fn a_bad_buffer_schedule_window_is_named_with_what_is_allowed() {
+    let errors = errors_for(env_with(&[(
+        "BUFFER_SCHEDULE",
+        "Mon-Fri 18:00-23:00 Europe/Berlin buffer=12; Mon-Fry 18:00-23:00 UTC buffer=3",
+    )]));
+    assert_invalid(
+        &errors,
+        "buffer-schedule",
+        "\"Mon-Fri 18:00-23:00 Europe/Berlin buffer=12; Mon-Fry 18:00-23:00 UTC buffer=3\"",
+        ValueSource::Env("BUFFER_SCHEDULE".into()),
+        "window 2 \"Mon-Fry 18:00-23:00 UTC buffer=3\": day \"Fry\"",
+    );
+    let errors = errors_for(env_with(&[(
+        "BUFFER_SCHEDULE",
+        "* 18:00-23:00 Europe/Berlinn buffer=12",
+    )]));
+    let text = errors.to_string();
+    assert!(text.contains("Europe/Berlinn"), "{text}");
+    assert!(text.contains("IANA"), "{text}");
+}
+
+#[test]
+fn a_buffer_schedule_is_refused_in_agones_mode() {
+    let errors = errors_for(env_with(&[
+        ("SERVER_SOURCE", "agones"),
+        ("BUFFER_SCHEDULE", "* 18:00-23:00 UTC buffer=12"),
+    ]));
+    assert_invalid(
+        &errors,
+        "buffer-schedule",
+        "\"* 18:00-23:00 UTC buffer=12\"",
+        ValueSource::Env("BUFFER_SCHEDULE".into()),
+        "agones-buffer",
+    );
+}
+
+#[test]
+fn a_valid_buffer_schedule_loads_in_its_canonical_form() {
+    let c = load(&ConfigSources {
+        env: env_with(&[(
+            "BUFFER_SCHEDULE",
+            "fri,sat 18:00-02:00 europe/berlin buffer=20;",
+        )]),
+        ..Default::default()
+    })
+    .expect("valid");
+    assert_eq!(
+        c.buffer_schedule.to_string(),
+        "Fri,Sat 18:00-02:00 Europe/Berlin buffer=20"
+    );
+}

@@ -193,3 +193,50 @@ fn the_target_buffer_never_asks_for_more_than_maximum_node_pool_size_holds() {
         .unwrap_or_default()
         .contains("capped at 19 by maximum-node-pool-size"));
 }
+
+#[test]
+fn a_buffer_schedule_window_sets_the_buffer_while_it_holds_in_its_own_time_zone() {
+    // now() is Thursday 2026-11-26 12:00 UTC: 13:00 in Berlin, 07:00 in New York.
+    let c = PlannerConfig {
+        buffer: 0,
+        buffer_schedule:
+            "Mon-Fri 12:30-14:00 Europe/Berlin buffer=20; * 00:00-24:00 UTC target=0.99"
+                .parse()
+                .expect("valid schedule"),
+        ..cfg()
+    };
+    let p = plan_at(&idle_pool(), &Observed::default(), &c);
+    assert_eq!(p.summary.buffer, 20);
+    assert_eq!(
+        p.summary.buffer_reason.as_deref(),
+        Some("buffer 20: buffer-schedule window \"Mon-Fri 12:30-14:00 Europe/Berlin buffer=20\"")
+    );
+    // 15 free slots < 20: the window's buffer grows the pool, and nothing is cordoned.
+    assert!(p.grow_target().is_some(), "{:?}", p.actions);
+    assert!(cordons(&p).is_empty());
+
+    // The same window in New York (07:00 there) does not hold: the next one, a target, does.
+    let c = PlannerConfig {
+        buffer_schedule:
+            "Mon-Fri 12:30-14:00 America/New_York buffer=20; * 00:00-24:00 UTC target=0.99"
+                .parse()
+                .expect("valid schedule"),
+        ..c
+    };
+    let p = plan_at(&idle_pool(), &Observed::default(), &c);
+    let why = p.summary.buffer_reason.unwrap_or_default();
+    assert!(why.contains("p99"), "{why}");
+    assert!(
+        why.ends_with("(buffer-schedule window \"* 00:00-24:00 UTC target=0.99\")"),
+        "{why}"
+    );
+
+    // No window holds: the policy (fixed, buffer 0) applies again.
+    let c = PlannerConfig {
+        buffer_schedule: "Sat,Sun 00:00-24:00 UTC buffer=20".parse().expect("valid"),
+        ..c
+    };
+    let p = plan_at(&idle_pool(), &Observed::default(), &c);
+    assert_eq!(p.summary.buffer, 0);
+    assert_eq!(p.summary.buffer_reason, None);
+}

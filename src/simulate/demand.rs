@@ -15,6 +15,8 @@
 use std::path::Path;
 
 use jiff::Timestamp;
+
+pub use super::shapes::DayShape;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -81,10 +83,13 @@ pub struct Workload {
 /// Where the demand comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Demand {
-    /// The built-in day curve ([`DAY_CURVE`]) scaled to this peak of concurrent sessions.
+    /// A day curve (the built-in [`DAY_CURVE`] or a `--scenario`'s) scaled to this peak of
+    /// concurrent sessions.
     DayCurve {
         /// Concurrent sessions at the peak hour.
         peak: f64,
+        /// The hourly shares of the peak, and a spike if any.
+        shape: DayShape,
     },
     /// A trace of concurrent sessions: `(second, sessions)`, linear in between, the first
     /// value before the first point and the last after the last.
@@ -98,13 +103,7 @@ impl Demand {
     /// Expected concurrent sessions at second `t`, for curves; `None` for a start trace.
     pub fn concurrency(&self, t: f64) -> Option<f64> {
         match self {
-            Demand::DayCurve { peak } => {
-                let h = (t / 3600.0).rem_euclid(24.0);
-                let i = h.floor() as usize % 24;
-                let frac = h - h.floor();
-                let (a, b) = (DAY_CURVE[i], DAY_CURVE[(i + 1) % 24]);
-                Some(peak * (a + (b - a) * frac))
-            }
+            Demand::DayCurve { peak, shape } => Some(peak * shape.share(t)),
             Demand::Concurrency(points) => Some(interpolate(points, t)),
             Demand::Starts(_) => None,
         }
@@ -113,7 +112,7 @@ impl Demand {
     /// The highest concurrency of a curve (the thinning bound).
     fn peak(&self) -> f64 {
         match self {
-            Demand::DayCurve { peak } => *peak * DAY_CURVE.iter().copied().fold(0.0, f64::max),
+            Demand::DayCurve { peak, shape } => *peak * shape.max_share(),
             Demand::Concurrency(points) => points.iter().map(|p| p.1).fold(0.0, f64::max),
             Demand::Starts(_) => 0.0,
         }
@@ -135,9 +134,11 @@ impl Demand {
     /// A short description for the summary and the report.
     pub fn describe(&self) -> String {
         match self {
-            Demand::DayCurve { peak } => {
-                format!("built-in day curve, peak {peak:.0} concurrent sessions at 20:00")
-            }
+            Demand::DayCurve { peak, shape } => format!(
+                "{}, peak {peak:.0} concurrent sessions at {}",
+                shape.name,
+                shape.peak_hour()
+            ),
             Demand::Concurrency(points) => format!(
                 "trace of concurrent sessions ({} points, peak {:.0})",
                 points.len(),
@@ -344,7 +345,10 @@ mod tests {
 
     #[test]
     fn same_seed_gives_the_same_workload_and_another_seed_another() {
-        let demand = Demand::DayCurve { peak: 100.0 };
+        let demand = Demand::DayCurve {
+            peak: 100.0,
+            shape: DayShape::DAY,
+        };
         let a = demand.workload(86_400, 1200, 7);
         let b = demand.workload(86_400, 1200, 7);
         let c = demand.workload(86_400, 1200, 8);
@@ -355,7 +359,10 @@ mod tests {
     #[test]
     fn day_curve_arrivals_follow_littles_law() {
         // Mean concurrency of the curve × seconds / mean length = expected arrivals.
-        let demand = Demand::DayCurve { peak: 200.0 };
+        let demand = Demand::DayCurve {
+            peak: 200.0,
+            shape: DayShape::DAY,
+        };
         let mean_share = DAY_CURVE.iter().sum::<f64>() / 24.0;
         let expected = 200.0 * mean_share * 86_400.0 / 1200.0;
         let got = demand.workload(86_400, 1200, 1).arrivals.len() as f64;
@@ -367,7 +374,11 @@ mod tests {
 
     #[test]
     fn session_lengths_stay_within_bounds_around_the_mean() {
-        let w = Demand::DayCurve { peak: 200.0 }.workload(86_400, 1200, 3);
+        let w = Demand::DayCurve {
+            peak: 200.0,
+            shape: DayShape::DAY,
+        }
+        .workload(86_400, 1200, 3);
         let lengths: Vec<u64> = w.arrivals.iter().map(|a| a.length).collect();
         assert!(lengths.iter().all(|l| (60..=4800).contains(l)));
         let mean = lengths.iter().sum::<u64>() as f64 / lengths.len() as f64;
@@ -376,7 +387,11 @@ mod tests {
 
     #[test]
     fn arrivals_are_in_time_order_within_the_run() {
-        let w = Demand::DayCurve { peak: 50.0 }.workload(3600, 600, 1);
+        let w = Demand::DayCurve {
+            peak: 50.0,
+            shape: DayShape::DAY,
+        }
+        .workload(3600, 600, 1);
         assert!(w.arrivals.windows(2).all(|p| p[0].at <= p[1].at));
         assert!(w.arrivals.iter().all(|a| (1..=3600).contains(&a.at)));
     }

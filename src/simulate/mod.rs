@@ -35,6 +35,7 @@ pub mod engine;
 pub mod policies;
 pub mod report;
 pub mod settings;
+pub mod shapes;
 pub mod svg;
 pub mod world;
 
@@ -55,6 +56,9 @@ pub const DEFAULT_NODE: NodeTemplate = NodeTemplate {
     memory_bytes: 16 << 30,
     pods: 110,
 };
+
+/// Seconds from order to Ready when neither `--boot-delay` nor the scenario says.
+pub const DEFAULT_BOOT_DELAY: u64 = 150;
 
 /// Simulated time when neither `--duration` nor a trace gives one.
 pub const DEFAULT_DURATION: u64 = 86_400;
@@ -218,6 +222,7 @@ pub fn prepare(
         Some(path) => demand::read_trace(path).map_err(SimulateError::Trace)?,
         None => Demand::DayCurve {
             peak: f64::from(args.peak_sessions),
+            shape: args.scenario.day(),
         },
     };
     let duration = args
@@ -225,7 +230,24 @@ pub fn prepare(
         .map(|d| d.secs())
         .or_else(|| demand.trace_span())
         .unwrap_or(DEFAULT_DURATION);
-    let node = config.config.node_template.unwrap_or(DEFAULT_NODE);
+    let mut config = config;
+    // A scenario's pool, where the user set none.
+    if let Some(max) = args.scenario.max_nodes() {
+        if let Some(slot) = config
+            .simulation_values
+            .iter_mut()
+            .find(|(k, _)| *k == "maximum-node-pool-size")
+        {
+            let max = max.max(config.config.minimum_node_pool_size);
+            config.config.maximum_node_pool_size = max;
+            slot.1 = format!("{max} (--scenario {})", args.scenario.as_str());
+        }
+    }
+    let node = config
+        .config
+        .node_template
+        .or(args.scenario.node())
+        .unwrap_or(DEFAULT_NODE);
     let shape = PoolShape {
         node: Resources {
             cpu_millis: node.cpu_millis,
@@ -238,7 +260,11 @@ pub fn prepare(
         },
         daemon_pods: args.daemon_pods,
         server: config.config.slot_request(),
-        boot_delay: args.boot_delay.secs(),
+        boot_delay: args
+            .boot_delay
+            .map(args::SimDuration::secs)
+            .or(args.scenario.boot_delay())
+            .unwrap_or(DEFAULT_BOOT_DELAY),
         placement: args.placement,
     };
     // Agones mode plays a Fleet whose FleetAutoscaler keeps `buffer-slot-size` Ready

@@ -450,3 +450,77 @@ fn the_fleet_buffer_is_buffer_slot_size_unless_given() {
     let spec = fleet(&["--server-source", "agones", "--fleet-buffer-size", "9"]);
     assert_eq!(spec.map(|f| f.buffer_size), Some(9));
 }
+
+#[test]
+fn compare_runs_fixed_buffers_and_the_target_on_the_same_day_killing_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let produced = execute_in(
+        dir.path(),
+        &["--compare", "--duration", "3h", "--sweep-buffer", "2..4"],
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&read(dir.path(), "compare.json")).expect("json");
+    let rows = json["rows"].as_array().expect("rows");
+    let policies: Vec<&str> = rows.iter().filter_map(|r| r["policy"].as_str()).collect();
+    assert_eq!(policies.len(), 4, "{policies:?}");
+    assert_eq!(&policies[..3], ["fixed 2", "fixed 3", "fixed 4"]);
+    assert!(policies[3].starts_with("target 99"), "{policies:?}");
+    // The same sessions in every row.
+    let arrived: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["summary"]["sessions"]["arrived"].as_u64())
+        .collect();
+    assert!(arrived.windows(2).all(|p| p[0] == p[1]), "{arrived:?}");
+    assert_eq!(produced.servers_killed, 0);
+    for header in [
+        "instant start",
+        "p99 wait",
+        "node-hours",
+        "cordon",
+        "uncordon",
+        "killed",
+    ] {
+        assert!(produced.stdout.contains(header), "{}", produced.stdout);
+    }
+    assert!(
+        produced.stdout.contains("target 99.00 %"),
+        "{}",
+        produced.stdout
+    );
+}
+
+#[test]
+fn each_scenario_shapes_its_own_day_and_pool() {
+    let scenario = |name: &str| {
+        let (args, config) = parse(&["--scenario", name]);
+        prepare(&args, config).expect("valid")
+    };
+    let (input, weekday) = scenario("weekday");
+    assert_eq!(weekday.shape.slots_per_node(), 7);
+    assert_eq!(weekday.shape.boot_delay, DEFAULT_BOOT_DELAY);
+    assert_eq!(input.config.config.maximum_node_pool_size, 100);
+    assert_eq!(scenario("slow-boot").1.shape.boot_delay, 300);
+    assert_eq!(scenario("small-nodes").1.shape.slots_per_node(), 2);
+    assert_eq!(scenario("big-nodes").1.shape.slots_per_node(), 30);
+    let (launch, _) = scenario("launch");
+    assert_eq!(launch.config.config.maximum_node_pool_size, 400);
+    let noon = 12.5 * 3600.0;
+    assert_eq!(
+        launch.demand.concurrency(noon).map(|c| c.round()),
+        input.demand.concurrency(noon).map(|c| (c * 10.0).round())
+    );
+    assert!(scenario("weekend")
+        .0
+        .demand
+        .describe()
+        .starts_with("weekend curve"));
+    // What the user sets wins over the scenario.
+    let (args, config) = parse(&["--scenario", "slow-boot", "--boot-delay", "60s"]);
+    assert_eq!(
+        prepare(&args, config).expect("valid").1.shape.boot_delay,
+        60
+    );
+    let (args, config) = parse(&["--scenario", "launch", "--maximum-node-pool-size", "50"]);
+    let (input, _) = prepare(&args, config).expect("valid");
+    assert_eq!(input.config.config.maximum_node_pool_size, 50);
+}

@@ -50,6 +50,7 @@ pub fn cfg() -> PlannerConfig {
         // of their own).
         scale_down_delay_after_add_sec: 0,
         scale_down_unneeded_sec: 0,
+        buffer_schedule: Default::default(),
     }
 }
 
