@@ -308,6 +308,9 @@ pub struct DemandTracker {
     started: bool,
     /// The measured arrival rate.
     pub arrivals: ArrivalRate,
+    /// The arrival rate over a short window: a surge (a launch, a streamer) shows here within
+    /// a minute or two, long before the smoothed rate catches up.
+    pub surge: ArrivalRate,
     /// The measured rate of servers ending on schedulable nodes.
     pub departures: ArrivalRate,
     /// The measured lead times.
@@ -323,6 +326,7 @@ impl DemandTracker {
             ordered: VecDeque::new(),
             started: false,
             arrivals: ArrivalRate::new(window_sec),
+            surge: ArrivalRate::new(SURGE_WINDOW_SEC.min(window_sec)),
             departures: ArrivalRate::new(window_sec),
             lead: LeadTime::new(keep_leads),
         }
@@ -362,8 +366,9 @@ impl DemandTracker {
                 .keys()
                 .filter(|k| !self.servers.contains_key(*k))
                 .count();
-            self.arrivals
-                .arrived(u32::try_from(new).unwrap_or(u32::MAX), now);
+            let new = u32::try_from(new).unwrap_or(u32::MAX);
+            self.arrivals.arrived(new, now);
+            self.surge.arrived(new, now);
             let ended = self
                 .servers
                 .iter()
@@ -379,6 +384,7 @@ impl DemandTracker {
             }
         } else {
             self.arrivals.start(now);
+            self.surge.start(now);
             self.departures.start(now);
             self.started = true;
         }
@@ -386,11 +392,28 @@ impl DemandTracker {
         self.ready_nodes = ready;
     }
 
+    /// Arrivals per second to size the buffer for: the smoothed rate, or the short window's
+    /// when it is more than [`SURGE_FACTOR`] times that (a surge, not the noise of a short
+    /// window, which would buy buffer for nothing), so that the buffer rises with a surge at
+    /// once and falls back slowly.
+    pub fn arrivals_per_sec(&self, now: f64) -> Option<f64> {
+        match (self.arrivals.per_sec(now), self.surge.per_sec(now)) {
+            (Some(a), Some(s)) if s > a * SURGE_FACTOR => Some(s),
+            (a, s) => a.or(s),
+        }
+    }
+
     /// Nodes ordered and not Ready yet.
     pub fn outstanding(&self) -> usize {
         self.ordered.len()
     }
 }
+
+/// Window of [`DemandTracker::surge`], seconds.
+pub const SURGE_WINDOW_SEC: u64 = 120;
+
+/// How far the short window's rate must exceed the smoothed one to count as a surge.
+pub const SURGE_FACTOR: f64 = 2.0;
 
 /// What the target buffer is computed from: the loop's measurements and the settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -769,5 +792,35 @@ mod tests {
         // With no grow outstanding, a node that turns Ready (a person added it) measures nothing.
         t.observe(&snapshot(&[], &["n1", "n2", "n3", "n4"]), 300.0);
         assert_eq!(t.lead.len(), 2);
+    }
+
+    #[test]
+    fn a_surge_of_arrivals_raises_the_rate_within_minutes_but_noise_does_not() {
+        // An hour of 5 arrivals a minute, then 50 a minute.
+        let mut t = DemandTracker::new(600, 10);
+        let mut keys: Vec<String> = Vec::new();
+        let mut pass = |t: &mut DemandTracker, minute: u32, per_minute: u32| {
+            for i in 0..per_minute {
+                keys.push(format!("g/{minute}-{i}"));
+            }
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            t.observe(&snapshot(&refs, &["n1"]), f64::from(minute) * 60.0);
+        };
+        for minute in 0..=60 {
+            pass(&mut t, minute, 5);
+        }
+        let calm = t.arrivals_per_sec(3600.0).unwrap_or_default() * 60.0;
+        assert!((calm - 5.0).abs() < 0.5, "steady: {calm}/min");
+        for minute in 61..=62 {
+            pass(&mut t, minute, 50);
+        }
+        let at = 62.0 * 60.0;
+        let smoothed = t.arrivals.per_sec(at).unwrap_or_default() * 60.0;
+        let sized_for = t.arrivals_per_sec(at).unwrap_or_default() * 60.0;
+        assert!(smoothed < 20.0, "the smoothed rate lags: {smoothed}/min");
+        assert!(
+            sized_for > 30.0,
+            "two minutes into the surge: {sized_for}/min"
+        );
     }
 }

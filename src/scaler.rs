@@ -269,7 +269,7 @@ impl Scaler {
     fn observed(&self, now: Timestamp) -> Observed {
         let at = unix_secs(now);
         Observed {
-            arrivals_per_sec: self.demand.arrivals.per_sec(at),
+            arrivals_per_sec: self.demand.arrivals_per_sec(at),
             departures_per_sec: self.demand.departures.per_sec(at),
             lead_sec: self.demand.lead.quantile(LEAD_QUANTILE),
             surplus: self.surplus,
