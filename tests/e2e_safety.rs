@@ -471,3 +471,71 @@ async fn a_pool_resized_outside_kubescaler_is_noticed_and_brought_back() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surplus_is_cordoned_only_once_it_has_held_for_scale_down_unneeded_sec() {
+    // Two empty nodes, buffer 0: a surplus of one node from the first pass. Without a hold
+    // it is cordoned within a pass or two; with scale-down-unneeded-sec 8, not before 8 s.
+    let test = "e2e_safety_unneeded_hold";
+    let options = WorldOptions {
+        initial_nodes: 2,
+        settings: settings(&[("buffer-slot-size", "0"), ("scale-down-unneeded-sec", "8")]),
+        ..WorldOptions::default()
+    };
+    let started = Instant::now();
+    let Some(world) = world(test, options).await else {
+        return;
+    };
+    run(world, |w| async move {
+        let cordoned = cordoned_by_kubescaler(&w, 1, Duration::from_secs(60)).await;
+        let after = started.elapsed();
+        assert!(
+            after >= Duration::from_secs(8),
+            "{cordoned:?} cordoned {after:?} after start, within scale-down-unneeded-sec 8"
+        );
+        assert_eq!(cordoned.len(), 1, "the minimum (1) keeps the other node");
+        assert_eq!(w.fake.lost_servers(), 0, "{:?}", w.fake.lost_server_pods());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_cordoned_within_scale_down_delay_after_add_sec_of_the_newest_node() {
+    // The same surplus, but the pool's nodes were created a moment ago and
+    // scale-down-delay-after-add-sec is 600: kubescaler plans on and cordons nothing.
+    let test = "e2e_safety_delay_after_add";
+    let options = WorldOptions {
+        initial_nodes: 2,
+        settings: settings(&[
+            ("buffer-slot-size", "0"),
+            ("scale-down-delay-after-add-sec", "600"),
+        ]),
+        ..WorldOptions::default()
+    };
+    let Some(world) = world(test, options).await else {
+        return;
+    };
+    run(world, |w| async move {
+        planning(&w).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            let ours: Vec<String> = w
+                .nodes()
+                .await
+                .into_iter()
+                .filter(|(_, ours)| *ours)
+                .map(|(name, _)| name)
+                .collect();
+            assert!(
+                ours.is_empty(),
+                "cordoned {ours:?} within the delay after add"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(
+            w.daemons()[0].log_count("planned") >= 10,
+            "kubescaler kept planning"
+        );
+    })
+    .await;
+}
