@@ -16,6 +16,10 @@ use jiff::Timestamp;
 use kubescaler::model::{ClusterSnapshot, NodeState, PodState, Resources};
 use kubescaler::planner::{plan, PlannerConfig};
 
+// The planner tests' builders; only their settings are used here.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 /// Pods per node.
 const PODS_PER_NODE: usize = 30;
 /// DaemonSet pods per node.
@@ -115,6 +119,8 @@ fn pool(nodes: usize) -> ClusterSnapshot {
     snapshot
 }
 
+/// Min 2, max twice the pool, buffer 8, 1-CPU 2-GiB servers; the rest as the planner tests
+/// set it (`tests/common`: fixed buffer, pod servers, 120 s expiration, no scale-down holds).
 fn cfg(nodes: usize) -> PlannerConfig {
     PlannerConfig {
         min_nodes: 2,
@@ -124,19 +130,7 @@ fn cfg(nodes: usize) -> PlannerConfig {
             cpu_millis: 1000,
             memory_bytes: 2 << 30,
         },
-        tolerations: Vec::new(),
-        empty_node_expiration_sec: 120,
-        node_boot_timeout_sec: 600,
-        node_template: None,
-        server_source: kubescaler::model::ServerSource::Pods,
-        agones: kubescaler::agones::AgonesSettings::default(),
-        buffer_policy: kubescaler::buffer::BufferPolicy::Fixed,
-        target_instant_start: 0.99,
-        expected_node_boot_sec: 180,
-        tick_sec: 10,
-        scale_down_delay_after_add_sec: 0,
-        scale_down_unneeded_sec: 0,
-        buffer_schedule: Default::default(),
+        ..common::cfg()
     }
 }
 

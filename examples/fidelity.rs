@@ -48,10 +48,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::process::{Command, ExitCode};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -59,14 +58,16 @@ use doks_fake::{FakeDoks, FakeOptions, Operation, PoolSpec};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::watcher;
-use kube::Client;
 use kubescaler::simulate::demand::{read_trace, Workload};
 use serde_json::{json, Value};
 
-type Res<T> = Result<T, String>;
+mod support;
+use support::{client_from, http_client, loadavg, lock, metrics, say, Backoff, Cloud, Daemon, Res};
+
+/// The prefix of [`say!`]'s lines.
+const LOG_TAG: &str = "fidelity";
 
 const NAMESPACE: &str = "default";
 const TOKEN: &str = "dop_v1_fidelity_token_0123456789abcdef";
@@ -78,6 +79,11 @@ const POOL_KEY: &str = "kubescaler-fidelity/pool";
 const SERVER_KEY: &str = "kubescaler-fidelity/server";
 /// Longest wait for a set-up step.
 const WAIT: Duration = Duration::from_secs(120);
+/// Retries of a create.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(2),
+};
 
 /// Replays a trace against the real kubescaler, the DOKS fake and a local control plane, and
 /// compares with `kubescaler simulate` (see the module docs; run it through hack/fidelity.sh).
@@ -142,12 +148,6 @@ struct Args {
     command: String,
 }
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        eprintln!("[fidelity {}] {}", Timestamp::now().strftime("%H:%M:%S"), format!($($arg)*));
-    }};
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -161,19 +161,6 @@ async fn main() -> ExitCode {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn client_from(path: &Path) -> Res<Client> {
-    let kubeconfig =
-        Kubeconfig::read_from(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-    Client::try_from(config).map_err(|e| format!("client: {e}"))
-}
-
 /// A Kubernetes CPU quantity (`3900m`, `4`) in millicores.
 fn cpu_millis(q: &str) -> Option<u64> {
     match q.strip_suffix('m') {
@@ -182,63 +169,9 @@ fn cpu_millis(q: &str) -> Option<u64> {
     }
 }
 
-// --- kubescaler child and /metrics ---------------------------------------------------------
+// --- kubescaler's /metrics -----------------------------------------------------------------
 
-/// The kubescaler child; killed if still running when dropped.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-    /// SIGTERM, then SIGKILL after 10 s.
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        self.child.wait().ok()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `name{labels}` -> value of every sample.
-async fn metrics(http: &reqwest::Client, base: &str) -> Res<BTreeMap<String, f64>> {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .map_err(|e| format!("GET /metrics: {e}"))?
-        .text()
-        .await
-        .map_err(|e| format!("GET /metrics: {e}"))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect())
-}
-
+/// A sample of [`metrics`]; 0 if absent (a counter nothing has counted yet).
 fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
     m.get(name).copied().unwrap_or(0.0)
 }
@@ -283,20 +216,7 @@ fn server_pod(name: &str, run: &str, cpu_millis: u64) -> Res<Pod> {
 
 /// Creates the pod, retrying what a busy API server may answer; 409 counts as created.
 async fn create_pod(api: &Api<Pod>, pod: &Pod, name: &str) -> Res<()> {
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=8 {
-        match api.create(&PostParams::default(), pod).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
-            Err(e) if attempt < 8 => {
-                say!("create {name} (attempt {attempt}): {e}; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(format!("create {name}: {e}")),
-        }
-    }
-    unreachable!("the last attempt returns")
+    support::create(api, pod, name, RETRY).await
 }
 
 /// Deletes the pod at once (grace 0), retrying; 404 counts as deleted.
@@ -554,7 +474,7 @@ async fn run(args: &Args) -> Res<bool> {
         .filter(|p| p.is_file())
         .unwrap_or_else(|| args.run_dir.join("kubeconfig"));
     let run = format!("r{}", std::process::id());
-    let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_start = loadavg();
 
     // --- 1. the workload ---
     let demand = read_trace(&args.trace)?;
@@ -591,27 +511,24 @@ async fn run(args: &Args) -> Res<bool> {
     if !left.items.is_empty() {
         return Err("server pods of an earlier run are left: use a fresh control plane (hack/fidelity.sh starts one)".into());
     }
-    let fake = FakeDoks::start(FakeOptions {
-        token: TOKEN.to_owned(),
-        boot_delay: Duration::from_secs(args.boot_delay),
-        kube: Some(admin.clone()),
-        server_pod_selector: Some(format!("{SERVER_KEY}={run}")),
-        ..FakeOptions::default()
-    })
-    .await
-    .map_err(|e| format!("DOKS fake: {e}"))?;
-    let cluster_id = fake.add_cluster(CLUSTER);
-    let pool_id = fake
-        .add_pool(
-            &cluster_id,
-            PoolSpec::new(POOL, &args.size, initial).label(POOL_KEY, &run),
-        )
-        .await
-        .map_err(|e| format!("DOKS fake pool: {e}"))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("free port: {e}"))?
-        .port();
+    let Cloud {
+        fake,
+        cluster_id,
+        pool_id,
+        ..
+    } = support::start_fake(
+        FakeOptions {
+            token: TOKEN.to_owned(),
+            boot_delay: Duration::from_secs(args.boot_delay),
+            kube: Some(admin.clone()),
+            server_pod_selector: Some(format!("{SERVER_KEY}={run}")),
+            ..FakeOptions::default()
+        },
+        CLUSTER,
+        PoolSpec::new(POOL, &args.size, initial).label(POOL_KEY, &run),
+    )
+    .await?;
+    let port = support::free_port()?;
     let metrics_base = format!("http://127.0.0.1:{port}");
     let config_path = args.out.join("kubescaler.yaml");
     std::fs::write(
@@ -670,49 +587,21 @@ async fn run(args: &Args) -> Res<bool> {
         workload.warm.len()
     );
 
-    let log_path = args.out.join("kubescaler.log");
-    let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let log_err = log.try_clone().map_err(|e| e.to_string())?;
-    let child = Command::new(&args.kubescaler)
-        .arg("--config")
-        .arg(&config_path)
-        .env_clear()
-        .env("CLOUD_PROVIDER_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", args.kubescaler.display()))?;
-    let mut daemon = Daemon { child };
-    std::fs::write(
-        args.out.join("kubescaler.pid"),
-        daemon.child.id().to_string(),
-    )
-    .map_err(|e| e.to_string())?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut daemon = Daemon::spawn(&args.kubescaler, &config_path, TOKEN, &args.out)?;
+    let http = http_client(Duration::from_secs(5))?;
     let spawned = Instant::now();
-    loop {
-        if !daemon.running() {
-            return Err(format!("kubescaler exited; see {}", log_path.display()));
-        }
-        if let Ok(m) = metrics(&http, &metrics_base).await {
-            if metric(&m, "kubescaler_reconcile_duration_seconds_count") >= 1.0
-                && metric(&m, "kubescaler_running_servers") == workload.warm.len() as f64
-            {
-                break;
-            }
-        }
-        if spawned.elapsed() > WAIT {
-            return Err(format!(
-                "kubescaler made no full pass in time; see {}",
-                log_path.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let late = format!(
+        "kubescaler made no full pass in time; see {}",
+        daemon.log.display()
+    );
+    daemon
+        .wait_until(spawned, WAIT, &late, || async {
+            metrics(&http, &metrics_base).await.is_ok_and(|m| {
+                metric(&m, "kubescaler_reconcile_duration_seconds_count") >= 1.0
+                    && metric(&m, "kubescaler_running_servers") == workload.warm.len() as f64
+            })
+        })
+        .await?;
     let t0 = Instant::now();
     let actions_at_t0 = metrics(&http, &metrics_base).await?;
     say!(
@@ -895,9 +784,7 @@ async fn run(args: &Args) -> Res<bool> {
         .iter()
         .filter(|(k, _)| k.starts_with("kubescaler_errors_total"))
         .collect();
-    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let warn_lines = log_text.lines().filter(|l| l.contains(" WARN ")).count();
-    let error_lines = log_text.lines().filter(|l| l.contains(" ERROR ")).count();
+    let (warn_lines, error_lines) = daemon.warn_error_lines();
 
     // --- 6. report ---
     let d_instant_pp = (real.instant_share - sim.instant_share) * 100.0;
@@ -922,13 +809,8 @@ async fn run(args: &Args) -> Res<bool> {
         w,
         "machine: {} CPUs; load average {} at start, {} at end; replay {:.0} s of wall time for {duration} s of trace",
         std::thread::available_parallelism().map_or(0, usize::from),
-        load_start.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load_start,
+        loadavg(),
         (measured_until - t0).as_secs_f64(),
     );
     let _ = writeln!(

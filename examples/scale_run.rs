@@ -39,24 +39,29 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use doks_fake::{FakeDoks, FakeOptions, PoolSpec};
+use doks_fake::{FakeOptions, PoolSpec};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-type Res<T> = Result<T, String>;
+mod support;
+use support::{
+    client_from, create, http_client, loadavg, lock, metrics, retry, say, Backoff, Cloud, Daemon,
+    Res,
+};
+
+/// The prefix of [`say!`]'s lines.
+const LOG_TAG: &str = "scale-run";
 
 /// The pool label DOKS puts on its nodes; kubescaler's node selector.
 const POOL_LABEL: &str = "doks.digitalocean.com/node-pool";
@@ -84,6 +89,11 @@ const DAEMON_CPU_MILLIS: u64 = 100;
 const SMALL_CPU_MILLIS: u64 = 100;
 /// Longest wait for any one step.
 const WAIT: Duration = Duration::from_secs(600);
+/// Retries of a create or a status patch.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+};
 
 /// Runs the real kubescaler against 1,000 nodes and 30,000 pods and reports memory, burst-to-grow
 /// latency and idle API requests (see the module docs; run it through hack/scale-run.sh).
@@ -131,12 +141,6 @@ struct Args {
     /// The command line to print as the way to reproduce the figures.
     #[arg(long, default_value = "bash hack/scale-run.sh")]
     command: String,
-}
-
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        eprintln!("[scale-run {}] {}", Timestamp::now().strftime("%H:%M:%S"), format!($($arg)*));
-    }};
 }
 
 #[tokio::main]
@@ -195,36 +199,6 @@ impl Layout {
     }
 }
 
-async fn client_from(path: &Path) -> Res<Client> {
-    let kubeconfig =
-        Kubeconfig::read_from(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-    Client::try_from(config).map_err(|e| format!("client: {e}"))
-}
-
-/// Creates `object`, retrying what a busy API server may answer; 409 counts as created.
-async fn create<K>(api: &Api<K>, object: &K, name: &str) -> Res<()>
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=8 {
-        match api.create(&PostParams::default(), object).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
-            Err(e) if attempt < 8 => {
-                say!("create {name} (attempt {attempt}): {e}; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(format!("create {name}: {e}")),
-        }
-    }
-    unreachable!("the last attempt returns")
-}
-
 fn node_name(i: usize) -> String {
     format!("pool-n{i:04}")
 }
@@ -239,7 +213,7 @@ async fn create_node(nodes: &Api<Node>, run: &str, i: usize, pool: &str) -> Res<
         }},
     }))
     .map_err(|e| format!("node: {e}"))?;
-    create(nodes, &node, &name).await?;
+    create(nodes, &node, &name, RETRY).await?;
     let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let resources = json!({"cpu": format!("{NODE_CPU_MILLIS}m"), "memory": NODE_MEMORY, "pods": NODE_PODS.to_string()});
     let status = json!({"status": {
@@ -250,21 +224,11 @@ async fn create_node(nodes: &Api<Node>, run: &str, i: usize, pool: &str) -> Res<
             "message": "scale run", "lastHeartbeatTime": now, "lastTransitionTime": now,
         }],
     }});
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=8 {
-        match nodes
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if attempt < 8 => {
-                say!("patch status of {name} (attempt {attempt}): {e}; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(format!("patch status of {name}: {e}")),
-        }
-    }
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&status));
+    retry(&format!("patch status of {name}"), RETRY, || {
+        nodes.patch_status(&name, &params, &patch)
+    })
+    .await?;
     Ok(())
 }
 
@@ -357,48 +321,16 @@ async fn create_pod(
     };
     let pod = pod_object(run, &name, kind, cpu, Some(&node_name(i)), &[])?;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    create(&Api::<Pod>::namespaced(client.clone(), &ns), &pod, &name).await
+    create(
+        &Api::<Pod>::namespaced(client.clone(), &ns),
+        &pod,
+        &name,
+        RETRY,
+    )
+    .await
 }
 
-// --- kubescaler process and /proc --------------------------------------------------------
-
-/// The kubescaler child; killed if still running when dropped.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-    /// SIGTERM, then SIGKILL after 10 s.
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        self.child.wait().ok()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+// --- /proc -------------------------------------------------------------------------------
 
 /// A `/proc/<pid>/status` field in kB (`VmRSS`, `VmHWM`).
 fn status_kb(pid: u32, key: &str) -> Option<u64> {
@@ -439,34 +371,9 @@ fn component_rss_kb(run_dir: &Path, name: &str) -> Option<u64> {
     status_kb(pid, "VmRSS")
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 // --- kubescaler's /metrics ---------------------------------------------------------------
 
-/// `name{labels}` -> value of every sample.
-async fn metrics(http: &reqwest::Client, base: &str) -> Res<BTreeMap<String, f64>> {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .map_err(|e| format!("GET /metrics: {e}"))?
-        .text()
-        .await
-        .map_err(|e| format!("GET /metrics: {e}"))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect())
-}
-
+/// A sample of [`metrics`]; NaN if absent, so that no wait is satisfied by a missing one.
 fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
     m.get(name).copied().unwrap_or(f64::NAN)
 }
@@ -601,7 +508,7 @@ async fn run(args: &Args) -> Res<()> {
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": SERVER_NS}}))
         .map_err(|e| e.to_string())?;
-    create(&namespaces, &ns, SERVER_NS).await?;
+    create(&namespaces, &ns, SERVER_NS, RETRY).await?;
     let existing = Api::<Node>::all(admin.clone())
         .list_metadata(
             &ListParams::default()
@@ -684,26 +591,21 @@ async fn run(args: &Args) -> Res<()> {
     );
 
     // --- 2. the fake cloud and kubescaler ---
-    let fake = FakeDoks::start(FakeOptions {
-        boot_delay: Duration::from_secs(3600),
-        ..FakeOptions::default()
-    })
-    .await
-    .map_err(|e| format!("DOKS fake: {e}"))?;
-    // The fake stamps requests from an instant taken just before `start` returns.
-    let fake_epoch = Instant::now();
-    let cluster_id = fake.add_cluster(CLUSTER);
-    let pool_id = fake
-        .add_pool(
-            &cluster_id,
-            PoolSpec::new(POOL, "g-32vcpu-128gb", args.pool_nodes as u32).label(POOL_LABEL, POOL),
-        )
-        .await
-        .map_err(|e| format!("DOKS fake pool: {e}"))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("free port: {e}"))?
-        .port();
+    let Cloud {
+        fake,
+        epoch: fake_epoch,
+        cluster_id,
+        pool_id,
+    } = support::start_fake(
+        FakeOptions {
+            boot_delay: Duration::from_secs(3600),
+            ..FakeOptions::default()
+        },
+        CLUSTER,
+        PoolSpec::new(POOL, "g-32vcpu-128gb", args.pool_nodes as u32).label(POOL_LABEL, POOL),
+    )
+    .await?;
+    let port = support::free_port()?;
     let metrics_base = format!("http://127.0.0.1:{port}");
     let config_path = args.out.join("kubescaler.yaml");
     let config = format!(
@@ -735,26 +637,15 @@ async fn run(args: &Args) -> Res<()> {
         args.tick,
     );
     std::fs::write(&config_path, &config).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let log_path = args.out.join("kubescaler.log");
-    let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let log_err = log.try_clone().map_err(|e| e.to_string())?;
 
     let since_start = Timestamp::now();
     let spawned = Instant::now();
-    let child = Command::new(&args.kubescaler)
-        .arg("--config")
-        .arg(&config_path)
-        .env_clear()
-        .env("CLOUD_PROVIDER_TOKEN", fake.token())
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", args.kubescaler.display()))?;
-    let mut daemon = Daemon { child };
+    let mut daemon = Daemon::spawn(&args.kubescaler, &config_path, fake.token(), &args.out)?;
     let pid = daemon.pid();
-    std::fs::write(args.out.join("kubescaler.pid"), pid.to_string()).map_err(|e| e.to_string())?;
-    say!("kubescaler started (pid {pid}), log {}", log_path.display());
+    say!(
+        "kubescaler started (pid {pid}), log {}",
+        daemon.log.display()
+    );
 
     // RSS every 200 ms, all along.
     let samples: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
@@ -765,18 +656,13 @@ async fn run(args: &Args) -> Res<()> {
             loop {
                 tick.tick().await;
                 if let Some(kb) = status_kb(pid, "VmRSS") {
-                    samples
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((spawned.elapsed().as_secs_f64(), kb));
+                    lock(&samples).push((spawned.elapsed().as_secs_f64(), kb));
                 }
             }
         })
     };
     let rss_since = |from: f64| -> Vec<u64> {
-        samples
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&samples)
             .iter()
             .filter(|(t, _)| *t >= from)
             .map(|(_, kb)| *kb)
@@ -784,27 +670,15 @@ async fn run(args: &Args) -> Res<()> {
     };
 
     // --- 3. sync ---
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let ready = loop {
-        if !daemon.running() {
-            return Err(format!("kubescaler exited; see {}", log_path.display()));
-        }
-        let ok = http
-            .get(format!("{metrics_base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            break spawned.elapsed();
-        }
-        if spawned.elapsed() > WAIT {
-            return Err("kubescaler not ready in time".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let http = http_client(Duration::from_secs(10))?;
+    let ready = daemon
+        .wait_until(spawned, WAIT, "kubescaler not ready in time", || async {
+            http.get(format!("{metrics_base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await?;
     let synced = wait_metrics(
         &http,
         &metrics_base,
@@ -908,10 +782,14 @@ async fn run(args: &Args) -> Res<()> {
             })
             .collect::<Res<_>>()?;
         let t0 = Instant::now();
-        let creates = futures::future::join_all(
-            pods.iter()
-                .map(|p| create(&servers_api, p, p.metadata.name.as_deref().unwrap_or("?"))),
-        );
+        let creates = futures::future::join_all(pods.iter().map(|p| {
+            create(
+                &servers_api,
+                p,
+                p.metadata.name.as_deref().unwrap_or("?"),
+                RETRY,
+            )
+        }));
         let created = creates.await;
         let created_ms = t0.elapsed().as_secs_f64() * 1000.0;
         created.into_iter().collect::<Res<Vec<()>>>()?;
@@ -930,7 +808,7 @@ async fn run(args: &Args) -> Res<()> {
             if t0.elapsed() > Duration::from_secs(60) {
                 return Err(format!(
                     "trial {trial}: no resize 60 s after the burst; see {}",
-                    log_path.display()
+                    daemon.log.display()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1030,18 +908,15 @@ async fn run(args: &Args) -> Res<()> {
     let peak_mb = mb(hwm);
     let steady_mb = mb(rss_idle_median);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let warn_lines = log_text.lines().filter(|l| l.contains(" WARN ")).count();
-    let error_lines = log_text.lines().filter(|l| l.contains(" ERROR ")).count();
+    let (warn_lines, error_lines) = daemon.warn_error_lines();
     let grow_targets: Vec<u64> = trials.iter().map(|t| t.grow_to).collect();
-    let samples_csv: String = samples
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .fold("seconds,rss_kb\n".to_string(), |mut s, (t, kb)| {
-            let _ = writeln!(s, "{t:.1},{kb}");
-            s
-        });
+    let samples_csv: String =
+        lock(&samples)
+            .iter()
+            .fold("seconds,rss_kb\n".to_string(), |mut s, (t, kb)| {
+                let _ = writeln!(s, "{t:.1},{kb}");
+                s
+            });
     std::fs::write(args.out.join("rss.csv"), samples_csv).map_err(|e| e.to_string())?;
 
     let w = &mut report;

@@ -42,47 +42,17 @@ export KUBESCALER_RUN_DIR=${KUBESCALER_RUN_DIR:-/tmp/cp-fidelity}
 export KUBESCALER_AUDIT=${KUBESCALER_AUDIT:-off}
 OUT=${FIDELITY_OUT:-/tmp/kubescaler-fidelity}
 SECS=${FIDELITY_SECS:-1800}
-CP=$ROOT/hack/controlplane.sh
-
-log() { printf '[fidelity] %s\n' "$*" >&2; }
+LOG_TAG=fidelity
+# shellcheck source=hack/lib.sh
+. "$ROOT/hack/lib.sh"
 
 [[ $SECS =~ ^[0-9]+$ ]] && ((SECS >= 60)) || { log "FIDELITY_SECS must be a number of seconds >= 60"; exit 2; }
 
-started_plane=0
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    # kubescaler is the example's child and dies with it; make sure of it.
-    if [[ -f $OUT/kubescaler.pid ]]; then
-        local pid
-        pid=$(<"$OUT/kubescaler.pid")
-        if [[ $pid =~ ^[0-9]+$ ]] && [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */kubescaler ]]; then
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-        rm -f "$OUT/kubescaler.pid"
-    fi
-    if ((started_plane)); then
-        for c in etcd kube-apiserver kube-scheduler; do
-            if [[ -f $KUBESCALER_RUN_DIR/$c.log ]]; then
-                tail -n 200 "$KUBESCALER_RUN_DIR/$c.log" >"$OUT/$c.log.tail" || true
-            fi
-        done
-        if [[ ${FIDELITY_KEEP:-0} == 1 ]]; then
-            log "control plane left running in $KUBESCALER_RUN_DIR"
-        else
-            bash "$CP" stop || true
-        fi
-    fi
-    if ((rc == 0)); then
-        log "done; report in $OUT/report.txt"
-    else
-        log "FAILED or MISSED (exit $rc); report and logs in $OUT"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+KEEP=${FIDELITY_KEEP:-0}
+COPY_AUDIT=0
+FAILED="FAILED or MISSED"
+FAILED_FILES="report and logs"
+on_exit_cleanup
 
 cd "$ROOT"
 mkdir -p "$OUT"
@@ -101,24 +71,10 @@ at() { echo $((SECS * $1 / 1000)); }
 } >"$OUT/trace.csv"
 log "trace $OUT/trace.csv: $(tail -n +2 "$OUT/trace.csv" | tr '\n' ' ')"
 
-log "building kubescaler and the fidelity example (release)"
-nice -n 10 cargo build --release --locked --bin kubescaler --example fidelity
-
-log "starting a fresh control plane in $KUBESCALER_RUN_DIR"
-if bash "$CP" status >/dev/null 2>&1; then
-    log "a control plane is running in $KUBESCALER_RUN_DIR; stopping it (the run needs an empty cluster)"
-fi
-bash "$CP" stop >/dev/null 2>&1 || true
-started_plane=1
-bash "$CP" start >/dev/null
+build_example fidelity
+start_fresh_plane
 
 cmd="bash hack/fidelity.sh"
 [[ $SECS != 1800 ]] && cmd="FIDELITY_SECS=$SECS $cmd"
 (($# > 0)) && cmd+=" $*"
-"$ROOT/target/release/examples/fidelity" \
-    --run-dir "$KUBESCALER_RUN_DIR" \
-    --kubescaler "$ROOT/target/release/kubescaler" \
-    --trace "$OUT/trace.csv" \
-    --out "$OUT" \
-    --command "$cmd" \
-    "$@"
+run_example fidelity "$cmd" --trace "$OUT/trace.csv" "$@"

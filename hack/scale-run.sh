@@ -33,67 +33,23 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export KUBESCALER_RUN_DIR=${KUBESCALER_RUN_DIR:-/tmp/cp-scale}
 export KUBESCALER_AUDIT=kubescaler
 OUT=${SCALE_RUN_OUT:-/tmp/kubescaler-scale-run}
-CP=$ROOT/hack/controlplane.sh
+LOG_TAG=scale-run
+# shellcheck source=hack/lib.sh
+. "$ROOT/hack/lib.sh"
 
-log() { printf '[scale-run] %s\n' "$*" >&2; }
-
-started_plane=0
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    # kubescaler is the example's child and dies with it; make sure of it.
-    if [[ -f $OUT/kubescaler.pid ]]; then
-        local pid
-        pid=$(<"$OUT/kubescaler.pid")
-        if [[ $pid =~ ^[0-9]+$ ]] && [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */kubescaler ]]; then
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-        rm -f "$OUT/kubescaler.pid"
-    fi
-    if ((started_plane)); then
-        if [[ -f $KUBESCALER_RUN_DIR/audit.log ]]; then cp "$KUBESCALER_RUN_DIR/audit.log" "$OUT/" || true; fi
-        for c in etcd kube-apiserver kube-scheduler; do
-            if [[ -f $KUBESCALER_RUN_DIR/$c.log ]]; then
-                tail -n 200 "$KUBESCALER_RUN_DIR/$c.log" >"$OUT/$c.log.tail" || true
-            fi
-        done
-        if [[ ${SCALE_RUN_KEEP:-0} == 1 ]]; then
-            log "control plane left running in $KUBESCALER_RUN_DIR"
-        else
-            bash "$CP" stop || true
-        fi
-    fi
-    if ((rc == 0)); then
-        log "done; report in $OUT/report.txt"
-    else
-        log "FAILED (exit $rc); logs in $OUT"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+KEEP=${SCALE_RUN_KEEP:-0}
+COPY_AUDIT=1
+FAILED=FAILED
+FAILED_FILES=logs
+on_exit_cleanup
 
 cd "$ROOT"
 mkdir -p "$OUT"
 rm -f "$OUT"/report.txt "$OUT"/report.json
 
-log "building kubescaler and the scale_run example (release)"
-nice -n 10 cargo build --release --locked --bin kubescaler --example scale_run
-
-log "starting a fresh control plane in $KUBESCALER_RUN_DIR"
-if bash "$CP" status >/dev/null 2>&1; then
-    log "a control plane is running in $KUBESCALER_RUN_DIR; stopping it (the run needs an empty cluster)"
-fi
-bash "$CP" stop >/dev/null 2>&1 || true
-started_plane=1
-bash "$CP" start >/dev/null
+build_example scale_run
+start_fresh_plane
 
 cmd="bash hack/scale-run.sh"
 (($# > 0)) && cmd+=" $*"
-"$ROOT/target/release/examples/scale_run" \
-    --run-dir "$KUBESCALER_RUN_DIR" \
-    --kubescaler "$ROOT/target/release/kubescaler" \
-    --out "$OUT" \
-    --command "$cmd" \
-    "$@"
+run_example scale_run "$cmd" "$@"

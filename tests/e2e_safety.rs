@@ -36,19 +36,23 @@ fn unschedulable(node: &Node) -> bool {
     node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
 }
 
+/// The pool's nodes kubescaler has cordoned, now.
+async fn cordoned_now(w: &World) -> Vec<String> {
+    w.nodes()
+        .await
+        .into_iter()
+        .filter(|(_, ours)| *ours)
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// The nodes kubescaler cordoned, once there are `n` of them.
 async fn cordoned_by_kubescaler(w: &World, n: usize, limit: Duration) -> Vec<String> {
     w.eventually(
         &format!("kubescaler to cordon {n} nodes"),
         limit,
         || async {
-            let ours: Vec<String> = w
-                .nodes()
-                .await
-                .into_iter()
-                .filter(|(_, ours)| *ours)
-                .map(|(name, _)| name)
-                .collect();
+            let ours = cordoned_now(w).await;
             (ours.len() >= n).then_some(ours)
         },
     )
@@ -519,13 +523,7 @@ async fn nothing_is_cordoned_within_scale_down_delay_after_add_sec_of_the_newest
         planning(&w).await;
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
-            let ours: Vec<String> = w
-                .nodes()
-                .await
-                .into_iter()
-                .filter(|(_, ours)| *ours)
-                .map(|(name, _)| name)
-                .collect();
+            let ours = cordoned_now(&w).await;
             assert!(
                 ours.is_empty(),
                 "cordoned {ours:?} within the delay after add"

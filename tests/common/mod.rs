@@ -1,4 +1,5 @@
-//! Builders for planner inputs shared by the planner tests.
+//! Builders for planner inputs shared by the planner tests (and, for its settings,
+//! benches/planner.rs).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
