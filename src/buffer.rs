@@ -9,6 +9,11 @@
 //! The smallest such buffer is the `p` quantile of Poisson(λ·lead). The loop sees a change at
 //! most a tick late, so the tick is part of the lead.
 //!
+//! The model leaves out what the loop does around it (growth by whole nodes, scale-down holds,
+//! the shape of a day), so it is calibrated by what it achieves: the loop counts the matches
+//! that found no slot when first seen, and [`calibrate`] eases or tightens the share the model
+//! is asked for until the measured waits sit just inside what the target allows.
+//!
 //! Nothing here reads a clock or the cluster: the loop feeds observations with their times.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -87,16 +92,95 @@ pub fn poisson_quantile(mean: f64, p: f64) -> u32 {
 /// matches, not of lead times without a wait), so a busy pool is not over-provisioned.
 /// Exact while both means are at most 500, a discretised normal beyond.
 pub fn fill_rate_buffer(arrivals: f64, departures: f64, p: f64) -> u32 {
-    let valid = |m: f64| if m.is_finite() && m > 0.0 { m } else { 0.0 };
-    let (a, d) = (valid(arrivals), valid(departures));
-    if a == 0.0 {
+    fill_rate_buffer_measured(Expected::known(arrivals), Expected::known(departures), p)
+}
+
+/// A count expected over one lead time, from a rate the loop measured: `mean`, and how much
+/// evidence the rate rests on (`evidence`, the gamma shape of the rate's uncertainty; infinite
+/// for a rate known exactly).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Expected {
+    /// The expected count.
+    pub mean: f64,
+    /// The events the measured rate is worth: an exponentially weighted count of `w` events is
+    /// worth `2w` (its weights' squares sum to half as much).
+    pub evidence: f64,
+}
+
+impl Expected {
+    /// A count from a rate known exactly: Poisson.
+    pub fn known(mean: f64) -> Self {
+        Expected {
+            mean,
+            evidence: f64::INFINITY,
+        }
+    }
+
+    fn valid(self) -> Self {
+        Expected {
+            mean: if self.mean.is_finite() && self.mean > 0.0 {
+                self.mean
+            } else {
+                0.0
+            },
+            evidence: if self.evidence > 0.0 {
+                self.evidence
+            } else {
+                f64::INFINITY
+            },
+        }
+    }
+
+    /// The count's variance: Poisson's, plus the uncertainty of a measured rate (gamma-Poisson,
+    /// i.e. negative binomial: a rate read from few events may be higher than it looked).
+    fn variance(self) -> f64 {
+        if self.evidence.is_finite() {
+            self.mean + self.mean * self.mean / self.evidence
+        } else {
+            self.mean
+        }
+    }
+
+    /// P(count = k) for k in 0..=n.
+    fn pmf(self, n: usize) -> Vec<f64> {
+        let mut out = Vec::with_capacity(n + 1);
+        let m = self.mean;
+        if self.evidence.is_finite() {
+            let r = self.evidence;
+            let q = m / (r + m);
+            let mut term = (r * (r / (r + m)).ln()).exp();
+            out.push(term);
+            for i in 1..=n {
+                term *= (i as f64 - 1.0 + r) / i as f64 * q;
+                out.push(term);
+            }
+        } else {
+            let mut term = (-m).exp();
+            out.push(term);
+            for i in 1..=n {
+                term *= m / i as f64;
+                out.push(term);
+            }
+        }
+        out
+    }
+}
+
+/// [`fill_rate_buffer`] for rates the loop measured: the arrivals and departures of one lead
+/// time are negative binomial, wider than Poisson by what the measurement does not know (a
+/// long lead multiplies a rate's error). Exact while both means are at most 500, a
+/// discretised normal beyond.
+pub fn fill_rate_buffer_measured(arrivals: Expected, departures: Expected, p: f64) -> u32 {
+    let (a, d) = (arrivals.valid(), departures.valid());
+    if a.mean == 0.0 {
         return 0;
     }
-    let allowed = (1.0 - p.clamp(0.0, 1.0)) * a;
-    let top = (a + 40.0 * a.sqrt() + 40.0) as usize;
+    let allowed = (1.0 - p.clamp(0.0, 1.0)) * a.mean;
+    let span = |e: Expected| (e.mean + 40.0 * e.variance().sqrt() + 40.0) as usize;
+    let top = span(a);
     // P(A − D = k) for k in 0..=top: below 0 nobody waits whatever the buffer.
-    let growth: Vec<f64> = if a > EXACT_MEAN_LIMIT || d > EXACT_MEAN_LIMIT {
-        let (mean, sd) = (a - d, (a + d).sqrt());
+    let growth: Vec<f64> = if a.mean > EXACT_MEAN_LIMIT || d.mean > EXACT_MEAN_LIMIT {
+        let (mean, sd) = (a.mean - d.mean, (a.variance() + d.variance()).sqrt());
         (0..=top)
             .map(|k| {
                 let z = (k as f64 - mean) / sd;
@@ -104,18 +188,8 @@ pub fn fill_rate_buffer(arrivals: f64, departures: f64, p: f64) -> u32 {
             })
             .collect()
     } else {
-        let pmf = |m: f64, n: usize| {
-            let mut out = Vec::with_capacity(n + 1);
-            let mut term = (-m).exp();
-            out.push(term);
-            for i in 1..=n {
-                term *= m / i as f64;
-                out.push(term);
-            }
-            out
-        };
-        let pa = pmf(a, top);
-        let pd = pmf(d, (d + 40.0 * d.sqrt() + 40.0) as usize);
+        let pa = a.pmf(top);
+        let pd = d.pmf(span(d));
         (0..=top)
             .map(|k| {
                 pd.iter()
@@ -234,6 +308,22 @@ impl ArrivalRate {
         self.weight += f64::from(count);
     }
 
+    /// The weighted count at `now`: about the arrivals of the last window.
+    pub fn weight(&self, now: f64) -> f64 {
+        self.at.map_or(0.0, |at| {
+            self.weight * (-(now - at).max(0.0) / self.window_sec).exp()
+        })
+    }
+
+    /// The events the rate at `now` rests on ([`Expected::evidence`]): twice a full window's
+    /// worth at the measured rate. In the first window that is more than was seen: a restarted
+    /// loop must not buy nodes for what it has not had time to measure (the rate itself is
+    /// read over the time observed).
+    pub fn evidence(&self, now: f64) -> f64 {
+        self.per_sec(now)
+            .map_or(0.0, |rate| 2.0 * rate * self.window_sec)
+    }
+
     /// Arrivals per second at `now`; `None` before anything was observed.
     pub fn per_sec(&self, now: f64) -> Option<f64> {
         let (at, since) = (self.at?, self.since?);
@@ -315,6 +405,13 @@ pub struct DemandTracker {
     pub departures: ArrivalRate,
     /// The measured lead times.
     pub lead: LeadTime,
+    /// The last pass's matches: first seen, and how many found no slot.
+    pub starts: StartsSeen,
+    /// Matches first seen over the last hour (weighted), and those of them that waited: the
+    /// share that started at once, for operators and the reason.
+    pub hour_arrived: ArrivalRate,
+    /// See [`DemandTracker::hour_arrived`].
+    pub hour_waited: ArrivalRate,
 }
 
 impl DemandTracker {
@@ -329,6 +426,9 @@ impl DemandTracker {
             surge: ArrivalRate::new(SURGE_WINDOW_SEC.min(window_sec)),
             departures: ArrivalRate::new(window_sec),
             lead: LeadTime::new(keep_leads),
+            starts: StartsSeen::default(),
+            hour_arrived: ArrivalRate::new(STARTS_WINDOW_SEC),
+            hour_waited: ArrivalRate::new(STARTS_WINDOW_SEC),
         }
     }
 
@@ -361,12 +461,21 @@ impl DemandTracker {
             .filter(|n| n.ready)
             .map(|n| n.name.clone())
             .collect();
+        self.starts = StartsSeen::default();
         if self.started {
-            let new = servers
-                .keys()
-                .filter(|k| !self.servers.contains_key(*k))
-                .count();
-            let new = u32::try_from(new).unwrap_or(u32::MAX);
+            let (mut new, mut waited) = (0u32, 0u32);
+            for p in snapshot.pods.iter().filter(|p| p.is_server) {
+                if !self.servers.contains_key(&p.key) {
+                    new = new.saturating_add(1);
+                    waited = waited.saturating_add(u32::from(p.node.is_none()));
+                }
+            }
+            self.starts = StartsSeen {
+                arrived: new,
+                waited,
+            };
+            self.hour_arrived.arrived(new, now);
+            self.hour_waited.arrived(waited, now);
             self.arrivals.arrived(new, now);
             self.surge.arrived(new, now);
             let ended = self
@@ -386,6 +495,8 @@ impl DemandTracker {
             self.arrivals.start(now);
             self.surge.start(now);
             self.departures.start(now);
+            self.hour_arrived.start(now);
+            self.hour_waited.start(now);
             self.started = true;
         }
         self.servers = servers;
@@ -397,10 +508,44 @@ impl DemandTracker {
     /// window, which would buy buffer for nothing), so that the buffer rises with a surge at
     /// once and falls back slowly.
     pub fn arrivals_per_sec(&self, now: f64) -> Option<f64> {
-        match (self.arrivals.per_sec(now), self.surge.per_sec(now)) {
-            (Some(a), Some(s)) if s > a * SURGE_FACTOR => Some(s),
-            (a, s) => a.or(s),
+        if self.surging(now) {
+            self.surge.per_sec(now)
+        } else {
+            self.arrivals.per_sec(now)
         }
+    }
+
+    /// Whether the short window reads a surge. Not before it has observed a whole window: the
+    /// first passes of a restarted loop hold a few arrivals over seconds, which is noise.
+    fn surging(&self, now: f64) -> bool {
+        let observed = self
+            .surge
+            .since
+            .is_some_and(|t| now - t >= self.surge.window_sec);
+        match (self.arrivals.per_sec(now), self.surge.per_sec(now)) {
+            (Some(a), Some(s)) => observed && s > a * SURGE_FACTOR,
+            _ => false,
+        }
+    }
+
+    /// The events the arrival and departure rates rest on ([`Expected::evidence`]), for the
+    /// arrival window in use.
+    pub fn evidence(&self, now: f64) -> (f64, f64) {
+        let arrivals = if self.surging(now) {
+            &self.surge
+        } else {
+            &self.arrivals
+        };
+        (arrivals.evidence(now), self.departures.evidence(now))
+    }
+
+    /// The share of the last hour's matches that found a slot when first seen; `None` before
+    /// [`STARTS_EVIDENCE`] matches were seen in it.
+    pub fn instant_share(&self, now: f64) -> Option<f64> {
+        let arrived = self.hour_arrived.per_sec(now)?;
+        let waited = self.hour_waited.per_sec(now)?;
+        let seen = self.hour_arrived.weight(now);
+        (seen >= STARTS_EVIDENCE && arrived > 0.0).then(|| (1.0 - waited / arrived).clamp(0.0, 1.0))
     }
 
     /// Nodes ordered and not Ready yet.
@@ -408,6 +553,12 @@ impl DemandTracker {
         self.ordered.len()
     }
 }
+
+/// Window of [`DemandTracker::hour_arrived`] and `hour_waited`, seconds.
+pub const STARTS_WINDOW_SEC: u64 = 3600;
+
+/// Matches the last hour must hold before its share of instant starts is reported.
+pub const STARTS_EVIDENCE: f64 = 50.0;
 
 /// Window of [`DemandTracker::surge`], seconds.
 pub const SURGE_WINDOW_SEC: u64 = 120;
@@ -424,6 +575,9 @@ pub struct TargetInputs {
     pub arrivals_per_sec: f64,
     /// Measured ends per second of servers on schedulable nodes (their slots come back).
     pub departures_per_sec: f64,
+    /// The events each rate was measured from ([`Expected::evidence`]); infinite for rates
+    /// taken as exact.
+    pub evidence: (f64, f64),
     /// Seconds from ordering a node to its being Ready (measured, or the configured boot time
     /// until measured).
     pub lead_sec: u64,
@@ -438,6 +592,65 @@ pub struct TargetInputs {
     /// Slots of a new node: the pool grows by whole nodes, so on average half a node's slots
     /// less one are free above the buffer; the buffer counts on them.
     pub slots_per_node: u32,
+    /// The calibration learned from the measured starts (natural log of the factor on the
+    /// waits the model allows; 0 = the model as it is): see [`calibrate`].
+    pub ln_ease: f64,
+    /// The share of the last hour's matches that started at once, for the reason.
+    pub measured_instant: Option<f64>,
+}
+
+/// The matches of one pass: the server pods first seen, and how many of them had no node
+/// (they wait for a slot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartsSeen {
+    /// Server pods first seen this pass.
+    pub arrived: u32,
+    /// Of those, the ones still unbound: no slot was free for them.
+    pub waited: u32,
+}
+
+/// The share of the waits the target allows that the calibration aims at: the rest is margin
+/// for a worse day than the one measured.
+pub const CALIBRATION_AIM: f64 = 0.8;
+
+/// How far one waiting match tightens the calibration (natural log). A match that starts at
+/// once eases it by `CALIBRATION_STEP x aim x (1 - target)`, so the two balance where the
+/// measured waits are `aim x (1 - target)` of the matches.
+pub const CALIBRATION_STEP: f64 = 0.05;
+
+/// The factor on the waits the model allows stays within these: up to 4 times tighter after
+/// bursts of waits (heavier tails than the model's), at most twice looser (a day of quiet
+/// starts does not foretell its evening). From `hack/scenarios.sh`: a lower floor (0.5) or a
+/// higher aim (1.0) missed 99 % on the slow-boot day of seed 2; 3 saves no more than 2.
+pub const EASE_RANGE: (f64, f64) = (0.25, 2.0);
+
+/// The most one pass moves the calibration (natural log): a burst of waits within one pass is
+/// one event, not tens of independent ones.
+const CALIBRATION_PASS_LIMIT: f64 = 0.1;
+
+/// The calibration after one pass's matches: tighter by [`CALIBRATION_STEP`] for each match
+/// that waited, looser by a small step for each that started at once. A stochastic
+/// approximation: it settles where the measured share of waits is [`CALIBRATION_AIM`] of what
+/// `instant_start` allows, whatever the model's bias on this pool. Matches that started at
+/// once while the floor (`buffer-slot-size`) held the buffer up say nothing of the model, so
+/// they ease it only when `model_binding` (a quiet night must not loosen the evening).
+/// Returns the natural log of the factor on the waits the model allows, within
+/// [`EASE_RANGE`].
+pub fn calibrate(ln_ease: f64, seen: StartsSeen, instant_start: f64, model_binding: bool) -> f64 {
+    let allowed = CALIBRATION_AIM * (1.0 - instant_start.clamp(0.0, 1.0));
+    let prev = if ln_ease.is_finite() { ln_ease } else { 0.0 };
+    if allowed <= 0.0 {
+        return prev;
+    }
+    // Each match eases by `allowed` of a step, each wait tightens by a whole step.
+    let eased = if model_binding {
+        f64::from(seen.arrived)
+    } else {
+        0.0
+    };
+    let step = CALIBRATION_STEP * (allowed * eased - f64::from(seen.waited.min(seen.arrived)));
+    (prev + step.clamp(-CALIBRATION_PASS_LIMIT, CALIBRATION_PASS_LIMIT))
+        .clamp(EASE_RANGE.0.ln(), EASE_RANGE.1.ln())
 }
 
 /// The buffer that meets `inputs.instant_start` and why, in words an operator reads
@@ -445,10 +658,25 @@ pub struct TargetInputs {
 /// 10s), p99`): the quantile of the running servers' growth over one lead time.
 pub fn target_buffer(inputs: &TargetInputs) -> (u32, String) {
     let lead = inputs.lead_sec.saturating_add(inputs.tick_sec);
-    let covered = fill_rate_buffer(
-        inputs.arrivals_per_sec * lead as f64,
-        inputs.departures_per_sec * lead as f64,
-        inputs.instant_start,
+    let ease = if inputs.ln_ease.is_finite() {
+        inputs
+            .ln_ease
+            .clamp(EASE_RANGE.0.ln(), EASE_RANGE.1.ln())
+            .exp()
+    } else {
+        1.0
+    };
+    let asked = 1.0 - (1.0 - inputs.instant_start.clamp(0.0, 1.0)) * ease;
+    let covered = fill_rate_buffer_measured(
+        Expected {
+            mean: inputs.arrivals_per_sec * lead as f64,
+            evidence: inputs.evidence.0,
+        },
+        Expected {
+            mean: inputs.departures_per_sec * lead as f64,
+            evidence: inputs.evidence.1,
+        },
+        asked,
     );
     let rounding = inputs.slots_per_node.saturating_sub(1) / 2;
     let wanted = covered.saturating_sub(rounding);
@@ -469,6 +697,19 @@ pub fn target_buffer(inputs: &TargetInputs) -> (u32, String) {
         inputs.tick_sec,
         percent_label(inputs.instant_start),
     );
+    if (ease - 1.0).abs() >= 0.005 {
+        reason.push_str(&format!(
+            " {} to p{} by the measured starts",
+            if ease > 1.0 { "eased" } else { "tightened" },
+            percent_label(asked)
+        ));
+        if let Some(share) = inputs.measured_instant {
+            reason.push_str(&format!(
+                " ({} % at once over the last hour)",
+                percent_label(share)
+            ));
+        }
+    }
     if rounding > 0 {
         reason.push_str(&format!(
             ", {covered} less {rounding} for growth by whole {}-slot nodes",
@@ -623,7 +864,107 @@ mod tests {
             floor: 2,
             ceiling: 1000,
             slots_per_node: 1,
+            evidence: (f64::INFINITY, f64::INFINITY),
+            ln_ease: 0.0,
+            measured_instant: None,
         }
+    }
+
+    #[test]
+    fn a_rate_measured_from_few_matches_needs_more_buffer_than_one_known_exactly() {
+        let known = fill_rate_buffer(26.7, 26.0, 0.99);
+        let measured = |evidence: f64| {
+            fill_rate_buffer_measured(
+                Expected {
+                    mean: 26.7,
+                    evidence,
+                },
+                Expected {
+                    mean: 26.0,
+                    evidence,
+                },
+                0.99,
+            )
+        };
+        // Ten minutes of 9 arrivals/min weigh about 90 matches: worth 180.
+        assert!(measured(180.0) > known, "{} vs {known}", measured(180.0));
+        assert!(measured(30.0) > measured(180.0));
+        // With evidence without end it is the Poisson buffer again.
+        assert_eq!(measured(f64::INFINITY), known);
+        assert!(measured(1e9).abs_diff(known) <= 1);
+        // The normal branch widens the same way.
+        let big = |evidence: f64| {
+            fill_rate_buffer_measured(
+                Expected {
+                    mean: 900.0,
+                    evidence,
+                },
+                Expected::known(880.0),
+                0.99,
+            )
+        };
+        assert!(big(1000.0) > big(f64::INFINITY));
+    }
+
+    #[test]
+    fn waits_tighten_the_calibration_and_instant_starts_ease_it_to_the_aim() {
+        let seen = |arrived, waited| StartsSeen { arrived, waited };
+        // A wait tightens by a step (less the ease every match brings); a start eases by
+        // aim x (1 - target) of one.
+        let tight = calibrate(0.0, seen(1, 1), 0.99, true);
+        let allowed = CALIBRATION_AIM * 0.01;
+        assert!(
+            (tight + CALIBRATION_STEP * (1.0 - allowed)).abs() < 1e-12,
+            "{tight}"
+        );
+        let eased = calibrate(0.0, seen(100, 0), 0.99, true);
+        assert!((eased - CALIBRATION_STEP * CALIBRATION_AIM * 0.01 * 100.0).abs() < 1e-12);
+        // At the aim's share of waits the two balance: no drift.
+        let mut ln = 0.0;
+        for _ in 0..1000 {
+            ln = calibrate(ln, seen(1000, 8), 0.99, true);
+        }
+        assert!(ln.abs() < 1e-9, "{ln}");
+        // Starts while the floor held the buffer do not ease; waits still tighten.
+        assert_eq!(calibrate(0.0, seen(500, 0), 0.99, false), 0.0);
+        assert!(calibrate(0.0, seen(500, 1), 0.99, false) < 0.0);
+        // A burst in one pass moves it by one bounded step, and the range holds.
+        assert!(calibrate(0.0, seen(60, 60), 0.99, true) >= -0.1 - 1e-12);
+        let mut low = 0.0;
+        let mut high = 0.0;
+        for _ in 0..200 {
+            low = calibrate(low, seen(60, 60), 0.99, true);
+            high = calibrate(high, seen(10_000, 0), 0.99, true);
+        }
+        assert!((low - EASE_RANGE.0.ln()).abs() < 1e-12);
+        assert!((high - EASE_RANGE.1.ln()).abs() < 1e-12);
+        assert_eq!(calibrate(f64::NAN, seen(0, 0), 0.99, true), 0.0);
+    }
+
+    #[test]
+    fn the_calibration_moves_the_buffer_and_the_reason_says_so() {
+        let base = inputs(9.0, 300);
+        let (model, _) = target_buffer(&base);
+        let tightened = TargetInputs {
+            ln_ease: EASE_RANGE.0.ln(),
+            measured_instant: Some(0.962),
+            ..base
+        };
+        let (more, why) = target_buffer(&tightened);
+        assert!(more > model, "{more} vs {model}");
+        assert!(
+            why.contains(
+                "p99 tightened to p99.8 by the measured starts (96.2 % at once over the last hour)"
+            ),
+            "{why}"
+        );
+        let eased = TargetInputs {
+            ln_ease: EASE_RANGE.1.ln(),
+            ..base
+        };
+        let (less, why) = target_buffer(&eased);
+        assert!(less < model, "{less} vs {model}");
+        assert!(why.contains("eased to p98 by"), "{why}");
     }
 
     #[test]
@@ -751,6 +1092,48 @@ mod tests {
         t.observe(&snapshot(&["g/a", "g/b", "g/d", "g/e"], &["n1"]), 60.0);
         let r = t.arrivals.per_sec(60.0).unwrap_or_default() * 60.0;
         assert!((r - 2.0).abs() < 0.2, "{r}");
+    }
+
+    #[test]
+    fn a_new_server_without_a_node_counts_as_a_match_that_waited() {
+        let mut t = DemandTracker::new(600, 10);
+        t.observe(&snapshot(&["g/a"], &["n1"]), 0.0);
+        assert_eq!(t.starts, StartsSeen::default());
+        let mut s = snapshot(&["g/a", "g/b", "g/c", "g/d"], &["n1"]);
+        // g/b and g/c found a slot; g/d is pending.
+        s.pods[1].node = Some("n1".into());
+        s.pods[2].node = Some("n1".into());
+        t.observe(&s, 10.0);
+        assert_eq!(
+            t.starts,
+            StartsSeen {
+                arrived: 3,
+                waited: 1
+            }
+        );
+        // Too few matches for a share; with enough, the last hour's share.
+        assert_eq!(t.instant_share(10.0), None);
+        let mut keys: Vec<String> = Vec::new();
+        for i in 0..100 {
+            keys.push(format!("g/m{i}"));
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let mut s = snapshot(&refs, &["n1"]);
+            for p in &mut s.pods {
+                p.node = Some("n1".into());
+            }
+            t.observe(&s, 20.0 + f64::from(i));
+        }
+        let share = t.instant_share(120.0).unwrap_or_default();
+        // 1 wait in 103 matches.
+        assert!((share - (1.0 - 1.0 / 103.0)).abs() < 0.002, "{share}");
+        // The last pass saw one new match, bound: no wait.
+        assert_eq!(
+            t.starts,
+            StartsSeen {
+                arrived: 1,
+                waited: 0
+            }
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::agones::{AgonesBuffer, AgonesSettings, GameServerInfo};
-use crate::buffer::{target_buffer, BufferPolicy, TargetInputs};
+use crate::buffer::{calibrate, target_buffer, BufferPolicy, StartsSeen, TargetInputs};
 use crate::config::{Config, NodeTemplate};
 use crate::model::{
     CloudNode, CloudView, ClusterSnapshot, InstanceStatus, NodeState, Resources, ServerSource,
@@ -74,10 +74,19 @@ pub struct Observed {
     pub arrivals_per_sec: Option<f64>,
     /// Servers ending on schedulable nodes per second.
     pub departures_per_sec: Option<f64>,
+    /// The events the two rates were measured from ([`crate::buffer::Expected::evidence`]);
+    /// `(0, 0)`, read as exact, when not known.
+    pub evidence: (f64, f64),
     /// Recent percentile of the seconds from a grow to its node being Ready, once measured.
     pub lead_sec: Option<u64>,
     /// The surplus the pool has held so far (the previous plan's [`PoolSummary::surplus`]).
     pub surplus: Option<HeldSurplus>,
+    /// This pass's matches: first seen, and how many found no slot.
+    pub starts: StartsSeen,
+    /// The target policy's calibration so far (the previous plan's [`PoolSummary::ln_ease`]).
+    pub ln_ease: f64,
+    /// The share of the last hour's matches that started at once, once enough were seen.
+    pub instant_share: Option<f64>,
 }
 
 /// A surplus of whole nodes over the buffer, remembered across passes: scale-down cordons
@@ -275,7 +284,7 @@ impl fmt::Display for Action {
 }
 
 /// What the planner saw, for logs and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PoolSummary {
     /// Provider's target size before the plan.
     pub target_size: u32,
@@ -327,12 +336,15 @@ pub struct PoolSummary {
     /// cordon waits for a surplus that held.
     #[serde(skip)]
     pub surplus: Option<HeldSurplus>,
+    /// The target policy's calibration after this pass ([`crate::buffer::calibrate`]): fed
+    /// back to the next pass as [`Observed::ln_ease`]; unchanged while no target is in force.
+    pub ln_ease: f64,
     /// Why a surplus was not cordoned this pass (a recent grow, a surplus not held long).
     pub scale_down_held: Option<String>,
 }
 
 /// The planner's output.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Plan {
     /// Actions to run, in order: uncordons, growth, cordons, deletions.
     pub actions: Vec<Action>,
@@ -485,18 +497,28 @@ fn target_in_force(
     instant_start: f64,
     ceiling: u32,
     slots_per_node: u32,
-) -> (u32, String) {
-    target_buffer(&TargetInputs {
+    ln_ease: f64,
+) -> (u32, String, f64) {
+    let inputs = |ln_ease: f64| TargetInputs {
         instant_start,
         arrivals_per_sec: observed.arrivals_per_sec.unwrap_or(0.0),
         departures_per_sec: observed.departures_per_sec.unwrap_or(0.0),
+        evidence: observed.evidence,
         lead_sec: observed.lead_sec.unwrap_or(cfg.expected_node_boot_sec),
         lead_measured: observed.lead_sec.is_some(),
         tick_sec: cfg.tick_sec,
         floor: cfg.buffer,
         ceiling,
         slots_per_node,
-    })
+        ln_ease,
+        measured_instant: observed.instant_share,
+    };
+    // This pass's matches calibrate the model; whether it, not the floor, set the buffer
+    // is read with the calibration they found.
+    let (before, _) = target_buffer(&inputs(ln_ease));
+    let learned = calibrate(ln_ease, observed.starts, instant_start, before > cfg.buffer);
+    let (buffer, reason) = target_buffer(&inputs(learned));
+    (buffer, reason, learned)
 }
 
 /// The buffer in force and, when not the fixed `buffer-slot-size`, how it was computed.
@@ -876,19 +898,23 @@ pub fn plan_with(
     let available = room + i64::from(ready_game_servers) + i64::from(starting_game_servers)
         - (i64::from(pending_game_servers) - room.max(0)).max(0);
     let running_servers: u32 = views.iter().map(|v| v.servers).sum();
-    let target = |instant_start: f64| {
+    let mut ln_ease = observed.ln_ease;
+    let mut target = |instant_start: f64| {
         let ceiling = slots_per_new_node.map_or(u32::MAX, |per_node| {
             cfg.max_nodes
                 .saturating_mul(per_node)
                 .saturating_sub(running_servers.saturating_add(pending_servers))
         });
-        target_in_force(
+        let (buffer, reason, learned) = target_in_force(
             observed,
             cfg,
             instant_start,
             ceiling,
             slots_per_new_node.unwrap_or(1),
-        )
+            observed.ln_ease,
+        );
+        ln_ease = learned;
+        (buffer, reason)
     };
     // A window of the schedule wins over the policy while it holds.
     let (buffer_slots, buffer_reason) = match cfg.buffer_schedule.in_force(now) {
@@ -943,6 +969,7 @@ pub fn plan_with(
         buffer_reason,
         slots_per_new_node,
         surplus: None,
+        ln_ease,
         scale_down_held: None,
     };
     let mut summary = summary;

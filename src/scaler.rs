@@ -76,7 +76,7 @@ pub enum DaemonError {
 }
 
 /// What one pass did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PassReport {
     /// The plan that was computed.
     pub plan: Plan,
@@ -128,6 +128,9 @@ pub struct Scaler {
     /// The last plan's [`PoolSummary::surplus`]: a surplus must hold across passes.
     /// Lost on a restart, which only delays a cordon.
     surplus: Option<HeldSurplus>,
+    /// The last plan's [`PoolSummary::ln_ease`]: the target policy's calibration. Lost on a
+    /// restart, which returns to the model as it is.
+    ln_ease: f64,
 }
 
 /// Window of the arrival and departure rates: long enough to smooth a minute's noise, short
@@ -180,6 +183,7 @@ impl Scaler {
             telemetry,
             demand: DemandTracker::new(DEMAND_WINDOW_SEC, LEAD_TIMES_KEPT),
             surplus: None,
+            ln_ease: 0.0,
         }
     }
 
@@ -271,8 +275,12 @@ impl Scaler {
         Observed {
             arrivals_per_sec: self.demand.arrivals_per_sec(at),
             departures_per_sec: self.demand.departures.per_sec(at),
+            evidence: self.demand.evidence(at),
             lead_sec: self.demand.lead.quantile(LEAD_QUANTILE),
             surplus: self.surplus,
+            starts: self.demand.starts,
+            ln_ease: self.ln_ease,
+            instant_share: self.demand.instant_share(at),
         }
     }
 
@@ -313,6 +321,7 @@ impl Scaler {
             plan = self.plan(&snapshot, now);
         }
         self.surplus = plan.summary.surplus;
+        self.ln_ease = plan.summary.ln_ease;
         self.telemetry.observe_pool(&plan.summary);
         self.telemetry.observe_demand(&self.observed(now));
 

@@ -58,6 +58,8 @@ pub struct Telemetry {
     arrivals_per_minute: Gauge<f64, AtomicU64>,
     departures_per_minute: Gauge<f64, AtomicU64>,
     lead_seconds: Gauge,
+    instant_start_ratio: Gauge<f64, AtomicU64>,
+    buffer_calibration: Gauge<f64, AtomicU64>,
     pool_target: Gauge,
     nodes: Family<StateLabels, Gauge>,
     game_servers: Family<StateLabels, Gauge>,
@@ -101,6 +103,8 @@ impl Telemetry {
             arrivals_per_minute: Gauge::default(),
             departures_per_minute: Gauge::default(),
             lead_seconds: Gauge::default(),
+            instant_start_ratio: Gauge::default(),
+            buffer_calibration: Gauge::default(),
             pool_target: Gauge::default(),
             nodes: Family::default(),
             game_servers: Family::default(),
@@ -165,6 +169,16 @@ impl Telemetry {
             t.lead_seconds.clone(),
         );
         r.register(
+            "instant_start_ratio",
+            "Share of the last hour's new server pods that found a slot at once (NaN until 50 were seen)",
+            t.instant_start_ratio.clone(),
+        );
+        r.register(
+            "buffer_calibration",
+            "Factor on the waits the target policy's model allows, learned from the measured starts (1: the model as it is)",
+            t.buffer_calibration.clone(),
+        );
+        r.register(
             "pool_target_size",
             "The cloud node pool's target size",
             t.pool_target.clone(),
@@ -225,11 +239,14 @@ impl Telemetry {
                 .lead_sec
                 .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
         );
+        self.instant_start_ratio
+            .set(observed.instant_share.unwrap_or(f64::NAN));
     }
 
     /// Records the pool as the planner saw it.
     pub fn observe_pool(&self, s: &PoolSummary) {
         self.free_slots.set(i64::from(s.free_slots));
+        self.buffer_calibration.set(s.ln_ease.exp());
         self.available_slots.set(s.available_slots);
         self.incoming_slots.set(i64::from(s.incoming_slots));
         self.pending_servers.set(i64::from(s.pending_servers));

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use kubescaler::buffer::BufferPolicy;
+use kubescaler::buffer::{BufferPolicy, StartsSeen};
 use kubescaler::model::CloudView;
 use kubescaler::planner::{plan_with, ActionKind, HeldSurplus, Observed, Plan, PlannerConfig};
 
@@ -150,7 +150,7 @@ fn the_target_buffer_grows_with_measured_arrivals_and_says_how() {
         arrivals_per_sec: Some(0.5),
         departures_per_sec: Some(0.0),
         lead_sec: Some(120),
-        surplus: None,
+        ..Observed::default()
     };
     let p = plan_at(&idle_pool(), &busy, &c);
     let b = p.summary.buffer;
@@ -172,6 +172,57 @@ fn the_target_buffer_grows_with_measured_arrivals_and_says_how() {
 }
 
 #[test]
+fn matches_that_waited_raise_the_target_buffer_and_the_plan_carries_the_lesson() {
+    let c = PlannerConfig {
+        buffer_policy: BufferPolicy::Target,
+        buffer: 2,
+        ..cfg()
+    };
+    let busy = Observed {
+        arrivals_per_sec: Some(0.15),
+        departures_per_sec: Some(0.15),
+        lead_sec: Some(300),
+        evidence: (180.0, 180.0),
+        ..Observed::default()
+    };
+    let calm = plan_at(&idle_pool(), &busy, &c);
+    assert_eq!(
+        calm.summary.ln_ease, 0.0,
+        "no matches this pass: nothing learned"
+    );
+    // Eight matches of ten found no slot this pass, and earlier passes already tightened.
+    let burst = Observed {
+        starts: StartsSeen {
+            arrived: 10,
+            waited: 8,
+        },
+        ln_ease: -0.9,
+        instant_share: Some(0.95),
+        ..busy
+    };
+    let p = plan_at(&idle_pool(), &burst, &c);
+    assert!(
+        p.summary.ln_ease < -0.9,
+        "tightened further: {}",
+        p.summary.ln_ease
+    );
+    assert!(
+        p.summary.buffer > calm.summary.buffer,
+        "{} vs {}",
+        p.summary.buffer,
+        calm.summary.buffer
+    );
+    let why = p.summary.buffer_reason.unwrap_or_default();
+    assert!(
+        why.contains("tightened to") && why.contains("95 % at once over the last hour"),
+        "{why}"
+    );
+    // A fixed buffer leaves the lesson as it was.
+    let fixed = plan_at(&idle_pool(), &burst, &cfg());
+    assert_eq!(fixed.summary.ln_ease, -0.9);
+}
+
+#[test]
 fn the_target_buffer_never_asks_for_more_than_maximum_node_pool_size_holds() {
     let c = PlannerConfig {
         buffer_policy: BufferPolicy::Target,
@@ -182,7 +233,7 @@ fn the_target_buffer_never_asks_for_more_than_maximum_node_pool_size_holds() {
         arrivals_per_sec: Some(50.0),
         departures_per_sec: Some(0.0),
         lead_sec: Some(120),
-        surplus: None,
+        ..Observed::default()
     };
     let p = plan_at(&idle_pool(), &flood, &c);
     // 5 nodes x 4 slots less the 1 server running.
