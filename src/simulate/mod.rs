@@ -584,25 +584,38 @@ fn sweep(
     let mut files = Vec::new();
     write(&args.out, "sweep.json", &json, &mut files)?;
     write(&args.out, "sweep.svg", &chart, &mut files)?;
-    let mut stdout = report::header(input, scenario, slots);
-    stdout.push_str(&format!(
+    let what = format!(
         "sweep   buffer-slot-size {}..{}, target {} instant starts\n\n",
         buffers.first().copied().unwrap_or(0),
         buffers.last().copied().unwrap_or(0),
         report::percent(target)
-    ));
-    stdout.push_str(&report::sweep_table(&runs, target, chosen));
-    stdout.push_str(&wrote(&files));
-    Ok(Produced {
-        stdout,
+    );
+    let table = report::sweep_table(&runs, target, chosen);
+    Ok(many_runs(
+        report::header(input, scenario, slots) + &what + &table,
         files,
-        servers_killed: runs.iter().map(|s| s.server_pods_killed).sum(),
-        matches_lost: runs
-            .iter()
-            .filter_map(|s| s.agones)
-            .map(|a| a.lost_matches)
-            .sum(),
-    })
+        &runs,
+    ))
+}
+
+/// What a mode of many runs produced: its text (the header, what ran and the table), then the
+/// files it wrote, and the servers and matches lost over all its runs.
+fn many_runs<'a>(
+    text: String,
+    files: Vec<PathBuf>,
+    runs: impl IntoIterator<Item = &'a Summary>,
+) -> Produced {
+    let (mut servers_killed, mut matches_lost) = (0, 0);
+    for s in runs {
+        servers_killed += s.server_pods_killed;
+        matches_lost += s.agones.map_or(0, |a| a.lost_matches);
+    }
+    Produced {
+        stdout: text + &wrote(&files),
+        files,
+        servers_killed,
+        matches_lost,
+    }
 }
 
 /// Fixed buffers `--compare` runs when `--sweep-buffer` does not say.
@@ -624,25 +637,18 @@ fn compare_buffer_policies(
     let json = serde_json::to_string_pretty(&comparison).unwrap_or_default() + "\n";
     let mut files = Vec::new();
     write(&args.out, "compare.json", &json, &mut files)?;
-    let mut stdout = report::header(input, scenario, slots);
-    stdout.push_str(&format!(
+    let what = format!(
         "compare buffer-slot-size {}..{} (fixed) with buffer-policy target, target {} instant starts\n\n",
         buffers.first().copied().unwrap_or(0),
         buffers.last().copied().unwrap_or(0),
         report::percent(comparison.target_instant)
-    ));
-    stdout.push_str(&policies::policy_table(&comparison));
-    stdout.push_str(&wrote(&files));
-    Ok(Produced {
-        stdout,
+    );
+    let table = policies::policy_table(&comparison);
+    Ok(many_runs(
+        report::header(input, scenario, slots) + &what + &table,
         files,
-        servers_killed: comparison
-            .rows
-            .iter()
-            .map(|r| r.summary.server_pods_killed)
-            .sum(),
-        matches_lost: 0,
-    })
+        comparison.rows.iter().map(|r| &r.summary),
+    ))
 }
 
 /// A progress bar on stderr that appears only when a run lasts more than half a second of
