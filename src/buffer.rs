@@ -619,10 +619,10 @@ pub const CALIBRATION_AIM: f64 = 0.8;
 pub const CALIBRATION_STEP: f64 = 0.05;
 
 /// The factor on the waits the model allows stays within these: up to 4 times tighter after
-/// bursts of waits (heavier tails than the model's), at most twice looser (a day of quiet
-/// starts does not foretell its evening). From `hack/scenarios.sh`: a lower floor (0.5) or a
-/// higher aim (1.0) missed 99 % on the slow-boot day of seed 2; 3 saves no more than 2.
-pub const EASE_RANGE: (f64, f64) = (0.25, 2.0);
+/// bursts of waits (heavier tails than the model's), at most 1.5 times looser (a day of
+/// quiet starts does not foretell its evening). From `hack/scenarios.sh`: 2 or a higher aim
+/// (1.0) missed 99 % on the slow-boot day of seed 2 (98.9 %), a floor of 0.5 did too.
+pub const EASE_RANGE: (f64, f64) = (0.25, 1.5);
 
 /// The most one pass moves the calibration (natural log): a burst of waits within one pass is
 /// one event, not tens of independent ones.
@@ -964,7 +964,7 @@ mod tests {
         };
         let (less, why) = target_buffer(&eased);
         assert!(less < model, "{less} vs {model}");
-        assert!(why.contains("eased to p98 by"), "{why}");
+        assert!(why.contains("eased to p98.5 by"), "{why}");
     }
 
     #[test]
