@@ -7,7 +7,7 @@
 #   - its node-hours are at most 2 % above that cheapest fixed buffer, and below it on at
 #     least half the runs;
 #   - 0 server pods killed in any run.
-# Exits 1 if a target is missed. Not part of `cargo test`: about 10 minutes on 2 cores.
+# Exits 1 if a target is missed. Not part of `cargo test`: about 15 minutes on 2 cores.
 #
 # Usage: bash hack/scenarios.sh [extra simulate flags, e.g. --target-instant-start 0.995]
 # Environment: SCENARIOS_OUT (default /tmp/kubescaler-scenarios), SEEDS, FIXED (the fixed
