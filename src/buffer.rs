@@ -1137,6 +1137,35 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_loop_does_not_read_its_first_arrivals_as_a_surge_or_as_no_evidence() {
+        let mut t = DemandTracker::new(600, 10);
+        t.observe(&snapshot(&["g/a"], &["n1"]), 0.0);
+        // Two arrivals in the first 10 s: over the first tenth of a window that is 2 a minute;
+        // over the surge window's floor (12 s) it would read as 10 a minute, a surge.
+        t.observe(&snapshot(&["g/a", "g/b", "g/c"], &["n1"]), 10.0);
+        let per_min = t.arrivals_per_sec(10.0).unwrap_or_default() * 60.0;
+        assert!((per_min - 2.0).abs() < 0.1, "{per_min}");
+        // The evidence is a full window's at that rate, not two arrivals' worth.
+        let (arrivals, _) = t.evidence(10.0);
+        assert!((arrivals - 2.0 * 2.0 * 10.0).abs() < 1.0, "{arrivals}");
+        // Once the surge window has seen its two minutes, a real surge counts.
+        let mut keys: Vec<String> = vec!["g/a".into(), "g/b".into(), "g/c".into()];
+        for i in 0..60 {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            t.observe(&snapshot(&refs, &["n1"]), 10.0 + 10.0 * f64::from(i));
+        }
+        // A burst after ten quiet minutes.
+        for i in 0..100 {
+            keys.push(format!("g/s{i}"));
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        t.observe(&snapshot(&refs, &["n1"]), 620.0);
+        let surge = t.arrivals_per_sec(620.0).unwrap_or_default();
+        let smoothed = t.arrivals.per_sec(620.0).unwrap_or_default();
+        assert!(surge > smoothed * SURGE_FACTOR, "{surge} vs {smoothed}");
+    }
+
+    #[test]
     fn only_servers_ending_on_schedulable_nodes_count_as_slots_coming_back() {
         let mut t = DemandTracker::new(600, 10);
         let mut s = snapshot(&[], &["open", "fenced"]);
