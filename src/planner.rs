@@ -497,7 +497,6 @@ fn target_in_force(
     instant_start: f64,
     ceiling: u32,
     slots_per_node: u32,
-    ln_ease: f64,
 ) -> (u32, String, f64) {
     let inputs = |ln_ease: f64| TargetInputs {
         instant_start,
@@ -515,8 +514,13 @@ fn target_in_force(
     };
     // This pass's matches calibrate the model; whether it, not the floor, set the buffer
     // is read with the calibration they found.
-    let (before, _) = target_buffer(&inputs(ln_ease));
-    let learned = calibrate(ln_ease, observed.starts, instant_start, before > cfg.buffer);
+    let (before, _) = target_buffer(&inputs(observed.ln_ease));
+    let learned = calibrate(
+        observed.ln_ease,
+        observed.starts,
+        instant_start,
+        before > cfg.buffer,
+    );
     let (buffer, reason) = target_buffer(&inputs(learned));
     (buffer, reason, learned)
 }
@@ -911,7 +915,6 @@ pub fn plan_with(
             instant_start,
             ceiling,
             slots_per_new_node.unwrap_or(1),
-            observed.ln_ease,
         );
         ln_ease = learned;
         (buffer, reason)
