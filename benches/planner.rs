@@ -57,6 +57,7 @@ fn pool(nodes: usize) -> ClusterSnapshot {
             name: name.clone(),
             provider_id: Some(format!("digitalocean://{}", 400_000_000 + n)),
             labels: labels.clone(),
+            identity_annotations: Default::default(),
             allocatable: Resources {
                 cpu_millis: 32_000,
                 memory_bytes: 64 << 30,

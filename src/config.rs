@@ -2409,12 +2409,14 @@ mod tests {
             name: "alpha",
             needs_token: false,
             settings: &[setting("alpha-endpoint", "a-default")],
+            identity_annotations: &[],
             build: no_build,
         },
         ProviderSpec {
             name: "beta",
             needs_token: false,
             settings: &[setting("beta-endpoint", "a-beta")],
+            identity_annotations: &[],
             build: no_build,
         },
     ];

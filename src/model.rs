@@ -247,6 +247,10 @@ pub struct NodeState {
     pub provider_id: Option<String>,
     /// Labels the provider uses to map the node to its cloud instance.
     pub labels: BTreeMap<String, String>,
+    /// The node's annotations that a provider identifies its instance by (each registered
+    /// provider's [`crate::provider::ProviderSpec::identity_annotations`]), e.g. Cluster API's
+    /// `cluster.x-k8s.io/machine`; no others are kept.
+    pub identity_annotations: BTreeMap<String, String>,
     /// `status.allocatable` cpu and memory.
     pub allocatable: Resources,
     /// `status.allocatable` pods.

@@ -1255,6 +1255,7 @@ pub fn plan_with(
                 name: v.node.name.clone(),
                 provider_id: v.node.provider_id.clone(),
                 labels: v.node.labels.clone(),
+                identity_annotations: v.node.identity_annotations.clone(),
             },
             reason: format!(
                 "cordoned by kubescaler at {stamp}, {}, past empty-node-expiration-sec {}",

@@ -243,6 +243,7 @@ impl Scaler {
                 name: node.name.clone(),
                 provider_id: node.provider_id.clone(),
                 labels: node.labels.clone(),
+                identity_annotations: node.identity_annotations.clone(),
             };
             match self.provider.find(&node_ref, pool) {
                 Ok(Some(instance)) => {
@@ -791,6 +792,7 @@ pub(crate) mod tests {
             name: name.into(),
             provider_id: None,
             labels: BTreeMap::new(),
+            identity_annotations: BTreeMap::new(),
             allocatable: Resources {
                 cpu_millis: 4000,
                 memory_bytes: 1 << 34,

@@ -481,7 +481,9 @@ fn provider_settings_are_keys_env_vars_flags_and_docs_derived_from_the_registry(
         }
         // The env var (the key's UPPER_SNAKE form) and the flag reach it, the flag winning
         // (the default is a valid value of every setting).
+        // A provider's setting is refused under another provider: select its own.
         let mut env = required_env();
+        env.insert("CLOUD_PROVIDER".into(), spec.name.into());
         env.insert(env_var_name(setting.key), setting.default.into());
         let flags = Overrides {
             provider_settings: [(setting.key, setting.default.to_string())]

@@ -339,6 +339,7 @@ impl Kubernetes for Frozen {
             name: self.node.clone(),
             provider_id: None,
             labels: BTreeMap::new(),
+            identity_annotations: BTreeMap::new(),
             allocatable: Resources {
                 cpu_millis: 4000,
                 memory_bytes: 16 << 30,

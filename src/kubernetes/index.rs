@@ -91,6 +91,9 @@ pub fn node_state(node: &Node) -> Option<NodeState> {
         name,
         provider_id: spec.and_then(|s| s.provider_id.clone()),
         labels: meta.labels.clone().unwrap_or_default(),
+        identity_annotations: crate::provider::identity_annotations()
+            .filter_map(|key| annotation(key).map(|v| (key.to_string(), v.clone())))
+            .collect(),
         allocatable: Resources {
             cpu_millis,
             memory_bytes,

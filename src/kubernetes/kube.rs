@@ -446,7 +446,7 @@ impl Kubernetes for KubeCluster {
 }
 
 /// Builds the client configuration (see [`KubeCluster::connect`]).
-async fn client_config(
+pub(crate) async fn client_config(
     master_url: Option<&str>,
     kubeconfig_path: Option<&std::path::Path>,
 ) -> Result<kube::Config, KubeError> {

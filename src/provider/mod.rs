@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 
+pub mod clusterapi;
 pub mod digitalocean;
 
 use crate::config::Config;
@@ -23,6 +24,8 @@ pub struct NodeRef {
     pub provider_id: Option<String>,
     /// The node's labels.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's identity annotations ([`crate::model::NodeState::identity_annotations`]).
+    pub identity_annotations: std::collections::BTreeMap<String, String>,
 }
 
 pub use crate::model::{CloudNode, CloudPool, InstanceStatus, NodeCapacity};
@@ -212,17 +215,37 @@ pub struct ProviderSpec {
     pub needs_token: bool,
     /// Its own configuration keys.
     pub settings: &'static [ProviderSetting],
+    /// Node annotations the provider identifies an instance by (kept in the watch cache and
+    /// handed to [`NodePoolProvider::find`] in [`NodeRef::identity_annotations`]).
+    pub identity_annotations: &'static [&'static str],
     /// Its constructor.
     pub build: ProviderFactory,
 }
 
 /// Every provider kubescaler knows. Add a line here for a new one.
-pub const REGISTRY: &[ProviderSpec] = &[ProviderSpec {
-    name: digitalocean::PROVIDER,
-    needs_token: true,
-    settings: digitalocean::SETTINGS,
-    build: digitalocean::build,
-}];
+pub const REGISTRY: &[ProviderSpec] = &[
+    ProviderSpec {
+        name: digitalocean::PROVIDER,
+        needs_token: true,
+        settings: digitalocean::SETTINGS,
+        identity_annotations: &[],
+        build: digitalocean::build,
+    },
+    ProviderSpec {
+        name: clusterapi::PROVIDER,
+        needs_token: false,
+        settings: clusterapi::SETTINGS,
+        identity_annotations: &[clusterapi::group::NODE_MACHINE_ANNOTATION],
+        build: clusterapi::build,
+    },
+];
+
+/// Every identity annotation of the providers of [`REGISTRY`].
+pub fn identity_annotations() -> impl Iterator<Item = &'static str> {
+    REGISTRY
+        .iter()
+        .flat_map(|spec| spec.identity_annotations.iter().copied())
+}
 
 /// How many settings the providers of [`REGISTRY`] declare in all (sizes the key list).
 pub const SETTING_COUNT: usize = {
@@ -255,4 +278,24 @@ pub fn lookup(name: &str) -> Option<&'static ProviderSpec> {
 /// Names of every registered provider, for error messages.
 pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|p| p.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A default is used unvalidated when a key is set nowhere: it must be a value its own
+    /// validator accepts unchanged, for every provider.
+    #[test]
+    fn config_every_provider_settings_default_validates_to_itself() {
+        for (spec, setting) in settings() {
+            assert_eq!(
+                (setting.validate)(setting.default).as_deref(),
+                Ok(setting.default),
+                "{}: {}",
+                spec.name,
+                setting.key
+            );
+        }
+    }
 }

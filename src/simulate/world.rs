@@ -554,6 +554,7 @@ impl World {
             name: n.name.clone(),
             provider_id: Some(n.provider_id.clone()),
             labels: Default::default(),
+            identity_annotations: Default::default(),
             allocatable: self.shape.node,
             allocatable_pods: self.shape.node_pods,
             ready: n.ready(now),

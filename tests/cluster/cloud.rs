@@ -557,6 +557,7 @@ impl NodePoolProvider for TestCloud {
             name: node.name.clone(),
             provider_id: node.provider_id.clone(),
             labels: Default::default(),
+            identity_annotations: Default::default(),
         })
         .await
     }
@@ -695,6 +696,27 @@ impl ScaleLoop {
         id: &str,
         view: impl FnOnce(Arc<KubeCluster>) -> Arc<dyn Kubernetes>,
     ) -> Self {
+        let counter = cloud.clone();
+        Self::start_on(
+            client,
+            config,
+            Arc::new(cloud.clone()),
+            move |telemetry| counter.count_passes_of(telemetry),
+            id,
+            view,
+        )
+    }
+
+    /// [`ScaleLoop::start_with`] on any provider (a real driver against a stand-in);
+    /// `telemetry` is handed the loop's telemetry before it starts.
+    pub fn start_on(
+        client: Client,
+        config: &Config,
+        provider: Arc<dyn NodePoolProvider>,
+        telemetry_hook: impl FnOnce(Arc<kubescaler::telemetry::Telemetry>),
+        id: &str,
+        view: impl FnOnce(Arc<KubeCluster>) -> Arc<dyn Kubernetes>,
+    ) -> Self {
         let cluster = KubeCluster::start(
             client,
             &config.node_selector,
@@ -713,9 +735,10 @@ impl ScaleLoop {
         let telemetry = Arc::new(kubescaler::telemetry::Telemetry::new(Duration::from_secs(
             config.scale_loop_tick_sec.max(1),
         )));
-        cloud.count_passes_of(Arc::clone(&telemetry));
-        let scaler = Scaler::new(view(Arc::clone(&cluster)), Arc::new(cloud.clone()), config)
-            .with_telemetry(telemetry);
+        let own = Arc::clone(&telemetry);
+        telemetry_hook(own);
+        let scaler =
+            Scaler::new(view(Arc::clone(&cluster)), provider, config).with_telemetry(telemetry);
         let (stop, stopped) = oneshot::channel::<()>();
         let span = tracing::info_span!("kubescaler", pool = %id);
         let task = tokio::spawn(
@@ -847,6 +870,26 @@ impl Pool {
         view: impl FnOnce(Arc<KubeCluster>) -> Arc<dyn Kubernetes>,
     ) -> ScaleLoop {
         ScaleLoop::start_with(self.client.clone(), config, &self.cloud, &self.id, view)
+    }
+
+    /// Starts kubescaler on this pool's nodes and server pods with another provider than the
+    /// pool's [`TestCloud`] (which then stays empty but still counts the loop's passes, for
+    /// [`Pool::wait_passes`]), seeing the cluster through `view`.
+    pub fn start_loop_on(
+        &self,
+        config: &Config,
+        provider: Arc<dyn NodePoolProvider>,
+        view: impl FnOnce(Arc<KubeCluster>) -> Arc<dyn Kubernetes>,
+    ) -> ScaleLoop {
+        let counter = self.cloud.clone();
+        ScaleLoop::start_on(
+            self.client.clone(),
+            config,
+            provider,
+            move |telemetry| counter.count_passes_of(telemetry),
+            &self.id,
+            view,
+        )
     }
 
     fn pods(&self) -> Api<Pod> {

@@ -70,6 +70,7 @@ pub fn node(name: &str, cpus: u64) -> NodeState {
         name: name.to_string(),
         provider_id: Some(format!("digitalocean://{}", name.len())),
         labels: BTreeMap::from([("role".to_string(), "game-servers".to_string())]),
+        identity_annotations: BTreeMap::new(),
         allocatable: Resources {
             cpu_millis: cpus * CPU,
             memory_bytes: 16 * GIB,

@@ -137,6 +137,7 @@ pub fn node_ref(node: &doks_fake::NodeView, how: Identify) -> NodeRef {
         name: node.name.clone(),
         provider_id,
         labels,
+        identity_annotations: BTreeMap::new(),
     }
 }
 

@@ -448,6 +448,7 @@ fn node_ref(name: &str, provider_id: Option<&str>, node_id_label: Option<&str>) 
         name: name.to_owned(),
         provider_id: provider_id.map(str::to_owned),
         labels,
+        identity_annotations: BTreeMap::new(),
     }
 }
 
