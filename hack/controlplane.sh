@@ -29,6 +29,10 @@
 #                               level): `kubescaler` (default) only requests of the
 #                               kubescaler-e2e identity, `all` every request, `off` none
 #
+# Cluster API's CRDs are not installed here (each test installs them): fetch them once
+# and name their directory for the tests, as .ci/run does:
+#   export KUBESCALER_CAPI_CRDS=$(bash hack/capi-crds.sh | tail -n1)
+#
 # Files in the run dir: kubeconfig (admin, group system:masters, certificate
 # data embedded), kubeconfig-kubescaler (a second admin identity, user
 # kubescaler-e2e in group system:masters, so that tests can tell kubescaler's

@@ -99,3 +99,30 @@ pub fn agones_crds_or_skip(test: &str) -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// Environment variable naming the directory of Cluster API's CRDs (hack/capi-crds.sh prints
+/// it; `.ci/run` sets it).
+pub const CAPI_CRDS_ENV: &str = "KUBESCALER_CAPI_CRDS";
+
+/// Cluster API's CRD directory, or `None` (after saying how to get it) to skip `test`.
+#[allow(dead_code)]
+pub fn capi_crds_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os(CAPI_CRDS_ENV).map(std::path::PathBuf::from);
+    if let Some(dir) = dir.as_ref().filter(|d| d.is_dir()) {
+        return Some(dir.clone());
+    }
+    skip(
+        test,
+        "Cluster API's CRDs (KUBESCALER_CAPI_CRDS)",
+        &format!(
+            "{}: run `export {CAPI_CRDS_ENV}=$(bash hack/capi-crds.sh | tail -n1)` (it fetches \
+             sigs.k8s.io/cluster-api through the Go module proxy) then the tests again (.ci/run \
+             does)",
+            match &dir {
+                Some(d) => format!("{} is not a directory", d.display()),
+                None => format!("{CAPI_CRDS_ENV} is not set"),
+            }
+        ),
+    );
+    None
+}
