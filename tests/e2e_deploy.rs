@@ -447,6 +447,11 @@ no  delete events -n default
 no  get namespaces/default
 no  list namespaces
 no  patch namespaces/kubescaler
+# Cluster API: nothing in the base (the component deploy/clusterapi/ adds it; CLUSTERAPI_CAN_I).
+no  get machinedeployments.cluster.x-k8s.io -n default
+no  update machinedeployments.cluster.x-k8s.io --subresource=scale -n default
+no  list machines.cluster.x-k8s.io -n default
+no  patch machines.cluster.x-k8s.io -n default
 # Agones: nothing in the base (the component deploy/agones/ adds it; AGONES_CAN_I).
 no  get gameservers.agones.dev --all-namespaces
 no  list gameservers.agones.dev --all-namespaces
@@ -627,6 +632,35 @@ no  create gameserverallocations.allocation.agones.dev -n default
 /// matrix (run by a parallel test against the same API server) refuses.
 const AGONES_E2E_SUFFIX: &str = "-agones-e2e";
 
+/// Installs the CRDs of `path` (a file or a directory) and waits until they are Established.
+/// `kubectl auth can-i` needs them: it resolves a resource through discovery, and asks about
+/// an unknown one under a name no rule grants (`resource: gameservers.agones.dev`, no group).
+/// Server-side apply under the field manager of the other tests' installs, so that they agree.
+fn install_crds(admin: &Path, path: &Path) {
+    let path = path.to_str().unwrap();
+    kubectl_ok(
+        admin,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=kubescaler-e2e",
+            "-f",
+            path,
+        ],
+    );
+    kubectl_ok(
+        admin,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=90s",
+            "-f",
+            path,
+        ],
+    );
+}
+
 /// `to` relative to the directory `from` (kustomize takes relative paths only).
 fn relative_path(from: &Path, to: &Path) -> PathBuf {
     let from = from.canonicalize().unwrap();
@@ -643,19 +677,58 @@ fn relative_path(from: &Path, to: &Path) -> PathBuf {
 /// includes it (`deploy/agones/` is a Component: it does not build alone), with `name_suffix`
 /// on every name if given. Returns `dir` as a `&str` for kubectl.
 fn agones_overlay<'a>(dir: &'a Path, name_suffix: Option<&str>) -> &'a str {
+    component_overlay(dir, "agones", name_suffix)
+}
+
+/// [`agones_overlay`] for the component `deploy/<component>/`.
+fn component_overlay<'a>(dir: &'a Path, component: &str, name_suffix: Option<&str>) -> &'a str {
     let mut kustomization = format!(
         "apiVersion: kustomize.config.k8s.io/v1beta1\n\
          kind: Kustomization\n\
          resources: [{}]\n\
          components: [{}]\n",
         relative_path(dir, &repo().join("deploy")).display(),
-        relative_path(dir, &repo().join("deploy/agones")).display(),
+        relative_path(dir, &repo().join("deploy").join(component)).display(),
     );
     if let Some(suffix) = name_suffix {
         kustomization.push_str(&format!("nameSuffix: {suffix}\n"));
     }
     std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
     dir.to_str().unwrap()
+}
+
+/// `kubectl kustomize dir`, which must succeed.
+fn kustomize(dir: &str) -> String {
+    let out = Command::new("kubectl")
+        .args(["kustomize", dir])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The objects a component's rendering has left after the test took out what it checked: the
+/// base's, unchanged.
+fn assert_rest_unchanged(
+    overlay: &BTreeMap<String, serde_yaml::Value>,
+    base: &BTreeMap<String, serde_yaml::Value>,
+) {
+    assert_eq!(
+        overlay.keys().collect::<Vec<_>>(),
+        base.keys().collect::<Vec<_>>(),
+        "the component adds or removes other objects"
+    );
+    for (key, object) in base {
+        assert_eq!(
+            &overlay[key], object,
+            "the component changes {key} of the base"
+        );
+    }
 }
 
 /// The documents of a rendering, by `Kind/name`.
@@ -710,19 +783,6 @@ fn agones_component_renders_its_rbac_and_server_source() {
     let test = "agones_component_renders_its_rbac_and_server_source";
     let Some(()) = kubectl_or_skip(test) else {
         return;
-    };
-    let kustomize = |dir: &str| {
-        let out = Command::new("kubectl")
-            .args(["kustomize", dir])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl kustomize {dir}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
     };
     let base_rendered = kustomize(repo().join("deploy").to_str().unwrap());
     // The base stays without any Agones access.
@@ -781,74 +841,274 @@ fn agones_component_renders_its_rbac_and_server_source() {
     );
 
     // Everything else is the base's, unchanged (the base's ClusterRole included).
-    assert_eq!(
-        overlay.keys().collect::<Vec<_>>(),
-        base.keys().collect::<Vec<_>>(),
-        "the component adds or removes other objects"
-    );
-    for (key, object) in &base {
-        assert_eq!(
-            &overlay[key], object,
-            "the component changes {key} of the base"
-        );
-    }
+    assert_rest_unchanged(&overlay, &base);
 }
 
 /// On the control plane: a copy of base + component under [`AGONES_E2E_SUFFIX`] names (the
 /// shipped objects would widen kubescaler's own ServiceAccount, which the base's matrix checks
 /// in parallel) gives its ServiceAccount exactly the base's rights plus the Agones mode's.
-/// `can-i` needs no CRDs (RBAC rules are about names), so none are installed here.
+/// `can-i` resolves resources through discovery, so Agones' CRDs are installed first.
 #[test]
 fn agones_component_service_account_has_exactly_the_agones_rbac() {
     let test = "agones_component_service_account_has_exactly_the_agones_rbac";
     let Some(d) = deployed(test) else { return };
+    let Some(crds) = prereq::agones_crds_or_skip(test) else {
+        return;
+    };
+    assert_component_rbac(
+        d,
+        "agones",
+        AGONES_E2E_SUFFIX,
+        &crds,
+        AGONES_CAN_I,
+        "agones.dev",
+    );
+}
+
+/// The `can-i` matrix of base + the Cluster API component: its rights, in any namespace (the
+/// group's namespace is configuration), and what stays refused.
+const CLUSTERAPI_CAN_I: &str = "
+# What the clusterapi provider does (deploy/clusterapi/rbac.yaml).
+yes get machinedeployments.cluster.x-k8s.io -n default
+yes get machinedeployments.cluster.x-k8s.io/game-servers -n capi-clusters
+yes get machinesets.cluster.x-k8s.io -n default
+yes get machinepools.cluster.x-k8s.io -n default
+yes get machinedeployments.cluster.x-k8s.io --subresource=scale -n default
+yes update machinedeployments.cluster.x-k8s.io --subresource=scale -n default
+yes get machinesets.cluster.x-k8s.io --subresource=scale -n default
+yes update machinesets.cluster.x-k8s.io --subresource=scale -n default
+yes get machinepools.cluster.x-k8s.io --subresource=scale -n default
+yes update machinepools.cluster.x-k8s.io --subresource=scale -n default
+yes list machines.cluster.x-k8s.io -n default
+yes patch machines.cluster.x-k8s.io -n default
+yes patch machines.cluster.x-k8s.io/any-machine -n capi-clusters
+# Groups: read one by name; never listed, watched or written but through scale.
+no  list machinedeployments.cluster.x-k8s.io -n default
+no  watch machinedeployments.cluster.x-k8s.io -n default
+no  create machinedeployments.cluster.x-k8s.io -n default
+no  update machinedeployments.cluster.x-k8s.io -n default
+no  patch machinedeployments.cluster.x-k8s.io -n default
+no  delete machinedeployments.cluster.x-k8s.io -n default
+no  patch machinedeployments.cluster.x-k8s.io --subresource=scale -n default
+no  update machinedeployments.cluster.x-k8s.io --subresource=status -n default
+no  update machinesets.cluster.x-k8s.io -n default
+no  delete machinesets.cluster.x-k8s.io -n default
+no  patch machinesets.cluster.x-k8s.io --subresource=scale -n default
+no  update machinepools.cluster.x-k8s.io -n default
+# Machines: listed and marked, never deleted (Cluster API removes the marked one).
+no  get machines.cluster.x-k8s.io -n default
+no  watch machines.cluster.x-k8s.io -n default
+no  delete machines.cluster.x-k8s.io -n default
+no  deletecollection machines.cluster.x-k8s.io -n default
+no  create machines.cluster.x-k8s.io -n default
+no  update machines.cluster.x-k8s.io -n default
+no  patch machines.cluster.x-k8s.io --subresource=status -n default
+# Nothing else of Cluster API.
+no  get clusters.cluster.x-k8s.io -n default
+no  patch clusters.cluster.x-k8s.io -n default
+no  get machinehealthchecks.cluster.x-k8s.io -n default
+";
+
+/// Suffix of the test's copy of base + the Cluster API component (see [`AGONES_E2E_SUFFIX`]).
+const CLUSTERAPI_E2E_SUFFIX: &str = "-clusterapi-e2e";
+
+/// Without a cluster: base + the Cluster API component renders, adds exactly its ClusterRole
+/// and ClusterRoleBinding, drops the token Secret's volume (the provider needs no token), and
+/// its config.yaml is the base's with the provider's keys for the cloud's, which
+/// `kubescaler check-config` accepts.
+#[test]
+fn clusterapi_component_renders_its_rbac_and_provider_and_needs_no_token() {
+    let test = "clusterapi_component_renders_its_rbac_and_provider_and_needs_no_token";
+    let Some(()) = kubectl_or_skip(test) else {
+        return;
+    };
+    let base_rendered = kustomize(repo().join("deploy").to_str().unwrap());
+    assert!(
+        !base_rendered.contains("cluster.x-k8s.io"),
+        "the base mentions Cluster API:\n{base_rendered}"
+    );
     let dir = tempfile::tempdir().unwrap();
-    let overlay = agones_overlay(dir.path(), Some(AGONES_E2E_SUFFIX));
+    let rendered = kustomize(component_overlay(dir.path(), "clusterapi", None));
+    let mut base = rendered_objects(&base_rendered);
+    let mut overlay = rendered_objects(&rendered);
+
+    let role = overlay
+        .remove("ClusterRole/kubescaler-clusterapi")
+        .unwrap_or_else(|| panic!("no ClusterRole kubescaler-clusterapi:\n{rendered}"));
+    assert_eq!(
+        serde_json::to_value(&role["rules"]).unwrap(),
+        json!([
+            {"apiGroups": ["cluster.x-k8s.io"],
+             "resources": ["machinedeployments", "machinesets", "machinepools"],
+             "verbs": ["get"]},
+            {"apiGroups": ["cluster.x-k8s.io"],
+             "resources": ["machinedeployments/scale", "machinesets/scale", "machinepools/scale"],
+             "verbs": ["get", "update"]},
+            {"apiGroups": ["cluster.x-k8s.io"], "resources": ["machines"],
+             "verbs": ["list", "patch"]},
+        ]),
+        "the Cluster API ClusterRole's rules"
+    );
+    let binding = overlay
+        .remove("ClusterRoleBinding/kubescaler-clusterapi")
+        .unwrap_or_else(|| panic!("no ClusterRoleBinding kubescaler-clusterapi:\n{rendered}"));
+    assert_eq!(
+        serde_json::to_value(&binding["subjects"]).unwrap(),
+        json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]),
+        "the Cluster API rights go to kubescaler's ServiceAccount"
+    );
+
+    // The Deployment: the base's without the token volume and its mount.
+    let key = "Deployment/kubescaler";
+    let deployment = serde_json::to_value(overlay.remove(key).unwrap()).unwrap();
+    let mut base_deployment = serde_json::to_value(base.remove(key).unwrap()).unwrap();
+    let pod = &mut base_deployment["spec"]["template"]["spec"];
+    pod["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|v| v["name"] != "cloud-token");
+    pod["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["name"] != "cloud-token");
+    assert_eq!(
+        deployment, base_deployment,
+        "the component changes the Deployment beyond dropping the token volume"
+    );
+
+    // config.yaml: the base's, the cloud keys swapped for the provider's.
+    let key = "ConfigMap/kubescaler-config";
+    let config_map = overlay.remove(key).expect("the overlay's ConfigMap");
+    let mut config = config_of(&config_map);
+    let mut base_config = config_of(&base.remove(key).expect("the base's ConfigMap"));
+    assert_eq!(config.remove("cloud-provider"), Some("clusterapi".into()));
+    for key in [
+        "clusterapi-node-group-kind",
+        "clusterapi-namespace",
+        "clusterapi-management-kubeconfig",
+    ] {
+        assert!(config.remove(key).is_some(), "config.yaml lacks {key}");
+    }
+    base_config.remove("cloud-provider");
+    assert!(
+        base_config.remove("cloud-provider-token-file").is_some(),
+        "the base reads a token file"
+    );
+    assert_eq!(
+        config, base_config,
+        "the component's config.yaml must be the base's with the provider's keys (update \
+         deploy/clusterapi/configmap-patch.yaml to the base's deploy/configmap.yaml)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config_map["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubescaler"))
+        .env_clear()
+        .current_dir(dir.path())
+        .env("POD_NAMESPACE", NAMESPACE)
+        .env("LEADER_ELECTION_NAMESPACE", NAMESPACE)
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check-config refuses the component's config.yaml (no token given):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("clusterapi-node-group-kind: MachineDeployment"),
+        "{stdout}"
+    );
+
+    assert_rest_unchanged(&overlay, &base);
+}
+
+/// On the control plane: a copy of base + the Cluster API component (under
+/// [`CLUSTERAPI_E2E_SUFFIX`] names) gives its ServiceAccount exactly the base's rights plus
+/// the provider's ([`CLUSTERAPI_CAN_I`]). Cluster API's CRDs are installed first: `can-i`
+/// resolves resources through discovery.
+#[test]
+fn clusterapi_component_service_account_has_exactly_the_clusterapi_rbac() {
+    let test = "clusterapi_component_service_account_has_exactly_the_clusterapi_rbac";
+    let Some(d) = deployed(test) else { return };
+    let Some(crds) = prereq::capi_crds_or_skip(test) else {
+        return;
+    };
+    assert_component_rbac(
+        d,
+        "clusterapi",
+        CLUSTERAPI_E2E_SUFFIX,
+        &crds,
+        CLUSTERAPI_CAN_I,
+        "cluster.x-k8s.io",
+    );
+}
+
+/// Renders base + `deploy/<component>/` under `suffix` names (the shipped objects would widen
+/// kubescaler's own ServiceAccount, which the base's matrix checks in parallel), applies it
+/// with the CRDs of `crds` installed (`can-i` resolves resources through discovery), and
+/// checks that its ServiceAccount has exactly the `matrix` plus every line of the base's
+/// matrix not about `group` (yes and no: the base's rights neither lost nor widened). Each
+/// question of the base's matrix about `group` must be in `matrix` too, so none goes
+/// unchecked.
+fn assert_component_rbac(
+    d: &Deployed,
+    component: &str,
+    suffix: &str,
+    crds: &Path,
+    matrix: &str,
+    group: &str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = component_overlay(dir.path(), component, Some(suffix));
     let rendered = kubectl_ok(&d.admin, &["kustomize", overlay]);
     // Before applying: no object but kubescaler's Namespace keeps a shipped name (it would
-    // overwrite the base's, e.g. its ClusterRoleBinding), and the Agones binding names the
-    // copy's ServiceAccount.
+    // overwrite the base's, e.g. its ClusterRoleBinding), and every binding names the copy's
+    // ServiceAccount.
+    let service_account = format!("{SERVICE_ACCOUNT}{suffix}");
     let objects = rendered_objects(&rendered);
     for (key, object) in &objects {
         assert!(
-            key == "Namespace/kubescaler" || key.ends_with(AGONES_E2E_SUFFIX),
+            key == "Namespace/kubescaler" || key.ends_with(suffix),
             "{key}: the test's copy would overwrite a shipped object"
         );
         for subject in object["subjects"].as_sequence().into_iter().flatten() {
             assert_eq!(
                 subject["name"].as_str(),
-                Some(format!("{SERVICE_ACCOUNT}{AGONES_E2E_SUFFIX}").as_str()),
+                Some(service_account.as_str()),
                 "{key} binds another subject"
             );
         }
     }
-    let role = format!("ClusterRole/kubescaler-agones{AGONES_E2E_SUFFIX}");
+    let role = format!("ClusterRole/kubescaler-{component}{suffix}");
     assert!(objects.contains_key(&role), "no {role}:\n{rendered}");
+    install_crds(&d.admin, crds);
     kubectl_ok(&d.admin, &["apply", "-k", overlay]);
 
-    let service_account = format!("{SERVICE_ACCOUNT}{AGONES_E2E_SUFFIX}");
     let user = format!("system:serviceaccount:{NAMESPACE}:{service_account}");
-    let sa_kubeconfig = dir.path().join("kubescaler-agones-sa.kubeconfig");
+    let sa_kubeconfig = dir
+        .path()
+        .join(format!("kubescaler-{component}-sa.kubeconfig"));
     service_account_kubeconfig(&d.admin, &service_account, &user, &sa_kubeconfig);
 
-    // The Agones matrix, then every line of the base's not about Agones (yes and no: the
-    // base's rights neither lost nor widened). Each Agones question of the base's matrix must
-    // be answered here too, so none is dropped unchecked.
-    let agones = can_i_questions(AGONES_CAN_I);
-    let asked: BTreeSet<&str> = agones.iter().map(|(_, q)| q.as_str()).collect();
-    let (base_agones, base_rest): (Vec<_>, Vec<_>) = can_i_questions(CAN_I)
+    let own = can_i_questions(matrix);
+    let asked: BTreeSet<&str> = own.iter().map(|(_, q)| q.as_str()).collect();
+    let (base_group, base_rest): (Vec<_>, Vec<_>) = can_i_questions(CAN_I)
         .into_iter()
-        .partition(|(_, q)| q.contains("agones.dev"));
-    let unasked: Vec<&str> = base_agones
+        .partition(|(_, q)| q.contains(group));
+    let unasked: Vec<&str> = base_group
         .iter()
         .map(|(_, q)| q.as_str())
         .filter(|q| !asked.contains(q))
         .collect();
     assert!(
         unasked.is_empty(),
-        "Agones questions of CAN_I missing from AGONES_CAN_I: {unasked:?}"
+        "{group} questions of CAN_I missing from the {component} matrix: {unasked:?}"
     );
-    let mut questions = agones;
+    let mut questions = own;
     questions.extend(base_rest);
     assert_can_i(&sa_kubeconfig, &user, &questions);
 }
