@@ -285,7 +285,8 @@ async fn capi_growth_raises_the_machine_deployment_and_its_machines_take_the_ser
 }
 
 /// From zero Machines, the group's capacity annotations tell kubescaler a new node's size, so
-/// it grows straight to what the buffer needs instead of one node first to learn it.
+/// it grows straight to what the buffer needs instead of one node first to learn it. (The
+/// driver reaches the Machines through `clusterapi-management-kubeconfig` here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capi_scale_from_zero_sizes_the_first_growth_from_the_capacity_annotations() {
     let test = "e2e_clusterapi::scale_from_zero";
@@ -304,10 +305,15 @@ async fn capi_scale_from_zero_sizes_the_first_growth_from_the_capacity_annotatio
         return;
     };
     let log = ReplicaLog::start(&w);
+    // The Machines through clusterapi-management-kubeconfig: the watched cluster's own
+    // kubeconfig path leads nowhere, so only that key can connect the driver.
+    let management = w.kubeconfig.to_string_lossy().to_string();
     let config = w.config(&[
         ("MINIMUM_NODE_POOL_SIZE", "0"),
         ("MAXIMUM_NODE_POOL_SIZE", "5"),
         ("BUFFER_SLOT_SIZE", "6"),
+        ("CLUSTER_KUBE_CONFIG_PATH", "/nonexistent/kubeconfig"),
+        ("CLUSTERAPI_MANAGEMENT_KUBECONFIG", &management),
     ]);
     w.pool
         .run(async {
