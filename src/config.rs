@@ -639,13 +639,21 @@ fn did_you_mean(suggestion: Option<&str>) -> String {
 }
 
 impl ConfigError {
-    /// Replaces every occurrence of each secret in the error's texts by `<redacted>`.
+    /// Replaces each secret in the error's texts by `<redacted>`: in a value as given,
+    /// wherever it occurs (a token pasted into the wrong key, maybe glued to other text); in
+    /// prose (reasons, key names), only where it stands as a whole word, so that a short
+    /// token (`x`) does not eat into the words around it (`maximum`).
     fn redact(&mut self, secrets: &[String]) {
-        let scrub = |s: &mut String| {
+        let scrub_value = |s: &mut String| {
             for secret in secrets {
                 if s.contains(secret.as_str()) {
                     *s = s.replace(secret.as_str(), REDACTED);
                 }
+            }
+        };
+        let scrub = |s: &mut String| {
+            for secret in secrets {
+                *s = replace_whole_words(s, secret, REDACTED);
             }
         };
         match self {
@@ -659,11 +667,11 @@ impl ConfigError {
                 allowed,
                 ..
             } => {
-                scrub(value);
+                scrub_value(value);
                 scrub(reason);
                 scrub(allowed);
             }
-            ConfigError::TokenMissing { provider } => scrub(provider),
+            ConfigError::TokenMissing { provider } => scrub_value(provider),
             ConfigError::PartialNodeTemplate { set, .. } => set.iter_mut().for_each(scrub),
             ConfigError::Internal(message) => scrub(message),
             ConfigError::FileNotFound { .. }
@@ -672,6 +680,31 @@ impl ConfigError {
             | ConfigError::TokenConflict { .. } => {}
         }
     }
+}
+
+/// `text` with each occurrence of `word` that no letter, digit, `-` or `_` touches on either
+/// side replaced by `by`.
+fn replace_whole_words(text: &str, word: &str, by: &str) -> String {
+    if word.is_empty() {
+        return text.to_string();
+    }
+    let joins = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        // What precedes the match: in `rest`, else the end of what was written.
+        let before = rest[..at].chars().last().or_else(|| out.chars().last());
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if joins(before) || joins(after) {
+            out.push_str(word);
+        } else {
+            out.push_str(by);
+        }
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every problem found in one load, in key order (file problems first).

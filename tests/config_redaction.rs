@@ -248,3 +248,23 @@ fn token_given_in_file_env_and_flag_never_leaks_through_overrides_debug() {
     assert_no_token(&format!("{flags:?}"));
     assert_no_token(&format!("{:?}", flags.set_flags()));
 }
+
+#[test]
+fn a_short_token_is_redacted_as_a_value_not_inside_the_words_of_the_message() {
+    // Issue 14: with the token "x", "maximum-node-pool-size" read "ma<redacted>imum-...".
+    let mut env = required_env();
+    env.insert("CLOUD_PROVIDER_TOKEN".into(), "x".into());
+    env.insert("MINIMUM_NODE_POOL_SIZE".into(), "9".into());
+    env.insert("MAXIMUM_NODE_POOL_SIZE".into(), "3".into());
+    // The token pasted into another key is still redacted there.
+    env.insert("LOG_LEVEL".into(), "x".into());
+    let errors = load(&ConfigSources {
+        env,
+        ..Default::default()
+    })
+    .expect_err("invalid");
+    let text = errors.to_string();
+    assert!(text.contains("maximum-node-pool-size"), "{text}");
+    assert!(!text.contains("ma<redacted>"), "{text}");
+    assert!(text.contains("invalid log-level \"<redacted>\""), "{text}");
+}
