@@ -661,6 +661,8 @@ pub fn plan_with(
     cfg: &PlannerConfig,
 ) -> Plan {
     let mut warnings = Vec::new();
+    // Growing with no way to know a node's size (see the warning it gets).
+    let mut learning_size = false;
     let target_size = cloud.target;
 
     // Only nodes of the cloud pool are the pool's: a selector wider than the pool must not
@@ -1061,14 +1063,12 @@ pub fn plan_with(
                     "pool size unknown while its first nodes boot: waiting for them".to_string(),
                 ),
                 None => {
-                    // Nothing to learn a node's size from: order one to learn it.
+                    // Nothing to learn a node's size from: order one to learn it (said once
+                    // the minimum has had its say, below).
                     if target_size < cfg.max_nodes {
                         new_target = target_size + 1;
                     }
-                    warnings.push(
-                        "empty pool and no node-template: growing by one node to learn its size"
-                            .to_string(),
-                    );
+                    learning_size = true;
                 }
             }
         }
@@ -1076,6 +1076,21 @@ pub fn plan_with(
 
     if new_target < cfg.min_nodes {
         new_target = cfg.min_nodes;
+    }
+    if learning_size {
+        // Say what happens: the minimum may order more than the one node the size needs.
+        warnings.push(match new_target.saturating_sub(target_size) {
+            0 => "empty pool and no node-template: a node's size is unknown and \
+                  maximum-node-pool-size allows no node to learn it"
+                .to_string(),
+            1 => {
+                "empty pool and no node-template: growing by one node to learn its size".to_string()
+            }
+            _ => format!(
+                "empty pool and no node-template: growing to minimum-node-pool-size {new_target}; \
+                 the first node to register tells a node's size"
+            ),
+        });
     }
     if new_target > target_size {
         let reason = if available < buffer {

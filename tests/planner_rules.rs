@@ -130,6 +130,32 @@ fn empty_pool_without_template_orders_one_node_to_learn_its_size() {
 }
 
 #[test]
+fn growing_an_empty_pool_to_its_minimum_says_so_not_that_it_grows_by_one() {
+    // Issue 14: with minimum 3 the plan grows to 3, and its warning must say that.
+    let mut c = cfg();
+    c.min_nodes = 3;
+    let p = plan(&snap(vec![], vec![]), 0, now(), &c);
+    assert_eq!(p.grow_target(), Some(3));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("growing to minimum-node-pool-size 3")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("by one node")),
+        "{:?}",
+        p.warnings
+    );
+    // Minimum 0: one node, and the warning says one.
+    c.min_nodes = 0;
+    let p = plan(&snap(vec![], vec![]), 0, now(), &c);
+    assert_eq!(p.grow_target(), Some(1));
+    assert!(p.warnings.iter().any(|w| w.contains("by one node")));
+}
+
+#[test]
 fn defect_5_every_expired_empty_node_is_deleted_not_just_the_first() {
     let s = snap(
         vec![
