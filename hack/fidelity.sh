@@ -17,10 +17,10 @@
 #      a ramp to 60, a hold, a ramp down to 5, over $FIDELITY_SECS seconds; sessions of 60 s
 #      on average (simulate clamps every session to at least 60 s), 4 servers per node, boot
 #      delay 5 s, tick 1 s, empty-node-expiration 3 s, scale-down holds 10 s;
-#   2. builds target/release/kubescaler and the fidelity example (nice'd, release);
+#   2. builds $CARGO_TARGET_DIR (default target/)/release/kubescaler and the fidelity example (nice'd, release);
 #   3. starts a dedicated control plane (hack/controlplane.sh) in $KUBESCALER_RUN_DIR; a plane
 #      already running there is stopped first: the run needs an empty cluster;
-#   4. runs target/release/examples/fidelity, which runs `kubescaler simulate`, then the
+#   4. runs that build's examples/fidelity, which runs `kubescaler simulate`, then the
 #      replay (see the example's docs), and writes the report;
 #   5. copies the control plane's log tails next to the report and stops the plane (also on
 #      failure or Ctrl-C).

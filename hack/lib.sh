@@ -9,6 +9,9 @@
 #   FAILED_FILES  what that line says is in $OUT ("...; logs in $OUT")
 
 CP=$ROOT/hack/controlplane.sh
+# Where cargo puts the builds: CARGO_TARGET_DIR when set (the scripts run what they built, not
+# a stale or missing ./target), else the repository's target/.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
 
@@ -55,7 +58,7 @@ on_exit_cleanup() {
     trap 'exit 143' TERM
 }
 
-# build_example NAME: target/release/kubescaler and examples/NAME.rs, nice'd, release.
+# build_example NAME: $TARGET_DIR/release/kubescaler and examples/NAME.rs, nice'd, release.
 build_example() {
     log "building kubescaler and the $1 example (release)"
     nice -n 10 cargo build --release --locked --bin kubescaler --example "$1"
@@ -73,14 +76,15 @@ start_fresh_plane() {
     bash "$CP" start >/dev/null
 }
 
-# run_example NAME COMMAND [OPTION...]: target/release/examples/NAME against the plane and
-# target/release/kubescaler, its report into $OUT, COMMAND printed as the way to reproduce.
+# run_example NAME COMMAND [OPTION...]: $TARGET_DIR/release/examples/NAME against the plane
+# and $TARGET_DIR/release/kubescaler, its report into $OUT, COMMAND printed as the way to
+# reproduce.
 run_example() {
     local name=$1 command=$2
     shift 2
-    "$ROOT/target/release/examples/$name" \
+    "$TARGET_DIR/release/examples/$name" \
         --run-dir "$KUBESCALER_RUN_DIR" \
-        --kubescaler "$ROOT/target/release/kubescaler" \
+        --kubescaler "$TARGET_DIR/release/kubescaler" \
         --out "$OUT" \
         --command "$command" \
         "$@"

@@ -11,11 +11,11 @@
 #   (options: cargo run --release --example scale_run -- --help)
 #
 # What it does:
-#   1. builds target/release/kubescaler and the scale_run example (nice'd, release);
+#   1. builds $CARGO_TARGET_DIR (default target/)/release/kubescaler and the scale_run example (nice'd, release);
 #   2. starts a dedicated control plane (hack/controlplane.sh) in $KUBESCALER_RUN_DIR with the
 #      audit log of kubescaler's own identity (KUBESCALER_AUDIT=kubescaler); a plane already
 #      running there is stopped first: the run needs an empty cluster;
-#   3. runs target/release/examples/scale_run, which populates the cluster, serves the
+#   3. runs that build's examples/scale_run, which populates the cluster, serves the
 #      DigitalOcean API with the DOKS fake, runs kubescaler against both and measures (see the
 #      example's docs);
 #   4. copies the audit log and the control plane's logs next to the report, stops the plane
