@@ -407,7 +407,7 @@ yes create events.events.k8s.io -n default
 yes patch events.events.k8s.io -n default
 yes create leases.coordination.k8s.io -n kubescaler
 yes get leases.coordination.k8s.io/kubescaler -n kubescaler
-yes patch leases.coordination.k8s.io/kubescaler -n kubescaler
+yes update leases.coordination.k8s.io/kubescaler -n kubescaler
 yes get namespaces/kubescaler
 # Secrets: none, anywhere (the cloud token is a mounted file).
 no  get secrets --all-namespaces
@@ -434,11 +434,11 @@ no  get nodes --subresource=proxy
 # Leases: only its own, only in its namespace; no list, watch, update or delete.
 no  get leases.coordination.k8s.io -n kube-system
 no  create leases.coordination.k8s.io -n default
-no  patch leases.coordination.k8s.io/kubescaler -n default
-no  patch leases.coordination.k8s.io/kube-scheduler -n kubescaler
+no  update leases.coordination.k8s.io/kubescaler -n default
+no  update leases.coordination.k8s.io/kube-scheduler -n kubescaler
 no  list leases.coordination.k8s.io -n kubescaler
 no  watch leases.coordination.k8s.io -n kubescaler
-no  update leases.coordination.k8s.io/kubescaler -n kubescaler
+no  patch leases.coordination.k8s.io/kubescaler -n kubescaler
 no  delete leases.coordination.k8s.io/kubescaler -n kubescaler
 # Events: write only.
 no  list events --all-namespaces

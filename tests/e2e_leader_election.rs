@@ -145,3 +145,123 @@ async fn two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it_di
     })
     .await;
 }
+
+/// An idle leader renews its Lease with one request per renewal (a `PUT` of the Lease it last
+/// wrote), not a read and a write: counted in the API server's audit log under kubescaler's
+/// own identity (`kubeconfig-kubescaler`, user `kubescaler-e2e`), for this test's Lease only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_leader_renews_its_lease_with_one_request_per_renewal() {
+    let test = "e2e_leader_election::one_request_per_renewal";
+    let Some(_) = client_or_skip(test).await else {
+        return;
+    };
+    let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
+    let run_dir = kubeconfig.parent().unwrap().to_path_buf();
+    let audit_log = run_dir.join("audit.log");
+    let own = run_dir.join("kubeconfig-kubescaler");
+    assert!(
+        audit_log.is_file() && own.is_file(),
+        "{test}: the control plane has no audit log or kubescaler identity: restart it"
+    );
+    let client = {
+        let kc = kube::config::Kubeconfig::read_from(&own).unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
+        kube::Client::try_from(config).unwrap()
+    };
+    let lease_name = format!("renewals-{}", std::process::id());
+    let env: BTreeMap<String, String> = [
+        ("CLOUD_PROVIDER_TOKEN", "unused"),
+        ("CLUSTER_NAME", "c"),
+        ("NODE_POOL_NAME", "p"),
+        ("NODE_SELECTOR", "kubescaler-e2e/none=1"),
+        ("SERVER_POD_LABEL_NAME", "app"),
+        ("SERVER_POD_LABEL_VALUE", "none"),
+        ("LEADER_ELECTION_NAMESPACE", "default"),
+        ("LEADER_ELECTION_LEASE_NAME", lease_name.as_str()),
+        ("LEADER_ELECTION_LEASE_DURATION_SEC", "6"),
+        ("LEADER_ELECTION_IDENTITY", "renewer"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = kubescaler::config::load(&kubescaler::config::ConfigSources {
+        env,
+        ..Default::default()
+    })
+    .unwrap();
+    let telemetry = Arc::new(kubescaler::telemetry::Telemetry::new(Duration::from_secs(
+        1,
+    )));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (led_tx, mut led_rx) = tokio::sync::watch::channel(false);
+    let election = tokio::spawn({
+        let telemetry = Arc::clone(&telemetry);
+        async move {
+            kubescaler::leader::run_as_leader(client, &config, telemetry, stop_rx, |mut stop| {
+                let _ = led_tx.send(true);
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }
+            })
+            .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), led_rx.wait_for(|l| *l))
+        .await
+        .expect("leadership within 30 s")
+        .unwrap();
+    // The idle window: 6 s leases are renewed 4 s after the last renewal.
+    let window_start = jiff::Timestamp::now();
+    let window = Duration::from_secs(21);
+    tokio::time::sleep(window).await;
+    let window_end = jiff::Timestamp::now();
+    let _ = stop_tx.send(true);
+    election.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    let mut verbs: BTreeMap<String, usize> = BTreeMap::new();
+    for event in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let at: Option<jiff::Timestamp> = event["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse().ok());
+        let ours = event["stage"] == "RequestReceived"
+            && event["user"]["username"] == "kubescaler-e2e"
+            && event["requestURI"]
+                .as_str()
+                .is_some_and(|u| u.contains(&format!("/leases/{lease_name}")));
+        if ours && at.is_some_and(|t| t >= window_start && t <= window_end) {
+            *verbs
+                .entry(event["verb"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "leader election: an idle leader's Lease requests in {}s (6 s lease): {verbs:?}",
+        window.as_secs()
+    );
+    let renewals = verbs.get("update").copied().unwrap_or(0);
+    // 21 s / 4 s: 5 renewals (one more or less at the edges).
+    assert!(
+        (4..=6).contains(&renewals),
+        "renewals in {window:?}: {verbs:?}"
+    );
+    assert_eq!(
+        verbs.values().sum::<usize>(),
+        renewals,
+        "a renewal sent more than its one PUT: {verbs:?}"
+    );
+    // SIGTERM's equivalent released it.
+    let leases: Api<Lease> =
+        Api::namespaced(cluster::client_or_skip(test).await.unwrap(), "default");
+    let lease = leases.get(&lease_name).await.unwrap();
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None);
+    let _ = leases.delete(&lease_name, &Default::default()).await;
+}
