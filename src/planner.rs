@@ -210,6 +210,17 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every kind, for metrics that start each at zero.
+    pub const ALL: [ActionKind; 7] = [
+        ActionKind::Uncordon,
+        ActionKind::Grow,
+        ActionKind::Cordon,
+        ActionKind::Delete,
+        ActionKind::ClearMarks,
+        ActionKind::DeleteInstance,
+        ActionKind::Compact,
+    ];
+
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {

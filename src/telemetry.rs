@@ -219,6 +219,21 @@ impl Telemetry {
             "1 when this replica holds the leader lease and acts, else 0",
             t.leader.clone(),
         );
+        // Every counter by label starts at 0, so that a series exists before its first event:
+        // `increase()` and an alert then see the first one, and a scrape lists them all.
+        for kind in ActionKind::ALL
+            .map(ActionKind::as_str)
+            .into_iter()
+            .chain(DELETION_OUTCOMES)
+        {
+            let _ = t.actions.get_or_create(&KindLabels { kind });
+        }
+        for (source, kind) in ERROR_LABELS {
+            let _ = t.errors.get_or_create(&ErrorLabels { source, kind });
+        }
+        for result in COMPACTION_RESULTS {
+            let _ = t.compacted.get_or_create(&ResultLabels { result });
+        }
         t
     }
 
@@ -297,7 +312,7 @@ impl Telemetry {
     pub fn deletion_cancelled(&self) {
         self.actions
             .get_or_create(&KindLabels {
-                kind: "delete-cancelled",
+                kind: DELETION_OUTCOMES[0],
             })
             .inc();
     }
@@ -306,7 +321,7 @@ impl Telemetry {
     pub fn deletion_failed(&self) {
         self.actions
             .get_or_create(&KindLabels {
-                kind: "delete-failed",
+                kind: DELETION_OUTCOMES[1],
             })
             .inc();
     }
@@ -385,6 +400,21 @@ impl Telemetry {
     }
 }
 
+/// `kind` of `kubescaler_actions_total` for a deletion the actuator called off or that failed.
+const DELETION_OUTCOMES: [&str; 2] = ["delete-cancelled", "delete-failed"];
+/// Every `(source, kind)` of `kubescaler_errors_total` ([`error_labels`] gives one of them).
+const ERROR_LABELS: [(&str, &str); 7] = [
+    ("kubernetes", "not_synced"),
+    ("kubernetes", "api"),
+    ("kubernetes", "client"),
+    ("provider", "refused"),
+    ("provider", "api"),
+    ("provider", "unknown_node"),
+    ("provider", "config"),
+];
+/// Every `result` of `kubescaler_compacted_game_servers_total`.
+const COMPACTION_RESULTS: [&str; 3] = ["deleted", "conflict", "gone"];
+
 fn error_labels(e: &ScaleError) -> (&'static str, &'static str) {
     match e {
         ScaleError::Kube(k) => (
@@ -410,6 +440,36 @@ fn error_labels(e: &ScaleError) -> (&'static str, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_counter_series_exists_at_zero_before_its_first_event() {
+        let text = Telemetry::new(Duration::from_secs(10)).encode();
+        for line in [
+            "kubescaler_actions_total{kind=\"delete-cancelled\"} 0",
+            "kubescaler_actions_total{kind=\"delete-failed\"} 0",
+            "kubescaler_actions_total{kind=\"grow\"} 0",
+            "kubescaler_errors_total{source=\"provider\",kind=\"api\"} 0",
+            "kubescaler_compacted_game_servers_total{result=\"conflict\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // The list holds every label pair the errors can have.
+        let errors = [
+            ScaleError::Kube(KubeError::NotSynced("x".into())),
+            ScaleError::Kube(KubeError::Client("x".into())),
+            ScaleError::Provider(ProviderError::UnknownNode {
+                provider: "p",
+                node: "n".into(),
+            }),
+            ScaleError::Provider(ProviderError::Config {
+                provider: "p",
+                message: "m".into(),
+            }),
+        ];
+        for e in &errors {
+            assert!(ERROR_LABELS.contains(&error_labels(e)), "{e}");
+        }
+    }
 
     #[test]
     fn metrics_expose_pool_state_actions_and_errors() {
