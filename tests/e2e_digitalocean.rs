@@ -11,17 +11,12 @@ use doks_fake::Operation;
 
 mod cluster;
 mod fullstack;
-use cluster::client_or_skip;
 use fullstack::{assert_clean_end, run, scale_up_then_down_by_attrition, stop_with_sigterm, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_digitalocean_scales_up_for_servers_and_down_by_attrition_losing_none() {
     let test = "e2e_digitalocean";
-    let Some(client) = client_or_skip(test).await else {
-        return;
-    };
-    let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
-    let Some(spec_path) = fullstack::spec_or_skip(test) else {
+    let Some((client, kubeconfig, spec_path)) = fullstack::prerequisites_or_skip(test).await else {
         return;
     };
     let world = World::start(spec_path, client, &kubeconfig, "do", false).await;
@@ -40,11 +35,7 @@ async fn e2e_digitalocean_scales_up_for_servers_and_down_by_attrition_losing_non
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_digitalocean_rides_out_api_faults_throughout_losing_none() {
     let test = "e2e_digitalocean_faults";
-    let Some(client) = client_or_skip(test).await else {
-        return;
-    };
-    let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
-    let Some(spec_path) = fullstack::spec_or_skip(test) else {
+    let Some((client, kubeconfig, spec_path)) = fullstack::prerequisites_or_skip(test).await else {
         return;
     };
     let world = World::start(spec_path, client, &kubeconfig, "do-faults", true).await;

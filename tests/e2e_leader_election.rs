@@ -29,12 +29,7 @@ async fn holder(w: &World) -> Option<usize> {
 /// `kubescaler_leader` as replica `i` reports it on `/metrics`.
 async fn leader_metric(w: &World, i: usize) -> Option<u8> {
     let port = w.daemons()[i].port;
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = fullstack::scrape_metrics(port).await?;
     text.lines()
         .find_map(|l| l.strip_prefix("kubescaler_leader "))
         .and_then(|v| v.trim().parse().ok())
@@ -48,11 +43,7 @@ fn actions_of(w: &World, i: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_only_the_leader_acts_and_the_standby_takes_over_when_it_dies() {
     let test = "e2e_leader_election";
-    let Some(client) = client_or_skip(test).await else {
-        return;
-    };
-    let kubeconfig = cluster::kubeconfig_or_skip(test).unwrap_or_else(|| panic!("gated above"));
-    let Some(spec_path) = fullstack::spec_or_skip(test) else {
+    let Some((client, kubeconfig, spec_path)) = fullstack::prerequisites_or_skip(test).await else {
         return;
     };
     let world = World::start_replicas(spec_path, client, &kubeconfig, "lead", false, 2).await;

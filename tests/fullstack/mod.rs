@@ -21,6 +21,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 // The binaries using this module also load `cluster`, which holds the prerequisite gate.
 pub use crate::cluster::prereq::spec_or_skip;
 
+/// The `/metrics` text of the replica listening on `port`, or `None` if it does not answer.
+pub async fn scrape_metrics(port: u16) -> Option<String> {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// What a full-stack test needs: the control plane (client and kubeconfig) and DigitalOcean's
+/// API description; `None` (after saying what is missing) to skip `test`.
+pub async fn prerequisites_or_skip(test: &str) -> Option<(Client, PathBuf, PathBuf)> {
+    let client = crate::cluster::client_or_skip(test).await?;
+    let kubeconfig = crate::cluster::kubeconfig_or_skip(test)?;
+    let spec_path = spec_or_skip(test)?;
+    Some((client, kubeconfig, spec_path))
+}
+
 use doks_fake::{Chaos, FakeDoks, FakeOptions, Fault, Operation, PoolSpec, Taint};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements, Toleration};
