@@ -59,6 +59,28 @@ pub enum Command {
     /// time, and report cost and instant starts. No cluster, cloud or token needed.
     #[command(long_about = SIMULATE_ABOUT)]
     Simulate(SimulateArgs),
+    /// One read-only pass against the configured cluster and cloud (no writes, no leader
+    /// election): print each node with its class, servers, free slots and what kubescaler
+    /// would do with it and why, then the plan.
+    Explain(ExplainArgs),
+}
+
+/// Options of `explain`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct ExplainArgs {
+    /// `text` (a table) or `json` (for scripts)
+    #[arg(long, value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
+}
+
+/// The output format of `explain`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainOutput {
+    /// A table, one row per node, then the plan.
+    #[default]
+    Text,
+    /// The plan as JSON (the same as `/debug/plan`'s `plan`).
+    Json,
 }
 
 /// Long help of `simulate`.

@@ -1,5 +1,6 @@
-//! The HTTP listener: `/healthz` (liveness), `/readyz` (readiness) and `/metrics`
-//! (Prometheus text), served by every replica, leader or standby.
+//! The HTTP listener: `/healthz` (liveness), `/readyz` (readiness), `/metrics` (Prometheus
+//! text) and `/debug/plan` (the last pass's plan with every node explained, JSON), served by
+//! every replica, leader or standby.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,12 +24,13 @@ pub struct HttpState {
     pub k8s: Arc<dyn Kubernetes>,
 }
 
-/// The router of the three endpoints.
+/// The router of the endpoints.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/debug/plan", get(debug_plan))
         .with_state(state)
 }
 
@@ -86,4 +88,21 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         )],
         s.telemetry.encode(),
     )
+}
+
+/// The last pass's plan: each node's class, servers, free slots and what kubescaler does with
+/// it or why not, then the actions and the pool summary. A standby has none (it plans nothing).
+async fn debug_plan(State(s): State<HttpState>) -> impl IntoResponse {
+    match s.telemetry.last_plan() {
+        Some(json) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "no plan yet: this replica has not run a pass (a standby never does)\n".to_string(),
+        ),
+    }
 }

@@ -14,6 +14,7 @@ pub mod agones;
 pub mod buffer;
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod http;
 pub mod kubernetes;
 pub mod leader;

@@ -25,6 +25,47 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&sources),
         Command::Run => run(&sources),
         Command::Simulate(args) => kubescaler::simulate::main(&args, &sources),
+        Command::Explain(args) => explain(&sources, &args),
+    }
+}
+
+/// One read-only pass, printed (exit 0), or why it could not be made (exit 1).
+fn explain(sources: &ConfigSources, args: &kubescaler::cli::ExplainArgs) -> ExitCode {
+    let config = match config::load(sources) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Logs go to stderr; warnings only, so the table stays readable.
+    if let Err(e) = logging::init(LogFormat::Text, "warn") {
+        eprintln!("kubescaler: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    match runtime.block_on(scaler::explain_once(config)) {
+        Ok(plan) => {
+            match args.output {
+                kubescaler::cli::ExplainOutput::Text => {
+                    print!("{}", kubescaler::explain::render(&plan))
+                }
+                kubescaler::cli::ExplainOutput::Json => match serde_json::to_string_pretty(&plan) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("kubescaler: {e}");
+                        return ExitCode::from(EXIT_FAILURE);
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kubescaler: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -55,15 +96,8 @@ fn run(sources: &ConfigSources) -> ExitCode {
         eprintln!("kubescaler: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("kubescaler: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_FAILURE);
     };
     let json_logs = config.log_format == LogFormat::Json;
     match runtime.block_on(scaler::run_daemon(config)) {
@@ -75,6 +109,20 @@ fn run(sources: &ConfigSources) -> ExitCode {
             }
             eprintln!("kubescaler: {e}");
             ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// The multi-threaded Tokio runtime, or `None` (said on stderr) when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("kubescaler: cannot start the async runtime: {e}");
+            None
         }
     }
 }

@@ -365,6 +365,25 @@ pub struct Plan {
     pub outside_pool: Vec<String>,
     /// What the plan was computed from.
     pub summary: PoolSummary,
+    /// Every selector-matched node: its class, servers, free slots, and what the plan does
+    /// with it or why it does nothing (`kubescaler explain`, `/debug/plan`).
+    pub nodes: Vec<NodeExplanation>,
+}
+
+/// One node as the plan sees it, for an operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeExplanation {
+    /// Node name.
+    pub name: String,
+    /// Its class: `active`, `booting`, `not-ready`, `kubescaler's`, `someone else's`,
+    /// `deleting`, `outside-pool`.
+    pub class: String,
+    /// Server pods (Agones mode: live GameServers) that keep it.
+    pub servers: u32,
+    /// Servers that fit on it now (ignoring its cordon).
+    pub free_slots: u32,
+    /// What this pass does with it, or why nothing.
+    pub verdict: String,
 }
 
 impl Plan {
@@ -1340,10 +1359,168 @@ pub fn plan_with(
         }
     }
 
+    let nodes = explain_nodes(
+        &views,
+        &outside_pool,
+        &actions,
+        held_back,
+        new_target,
+        now,
+        cfg,
+    );
     Plan {
         actions,
         warnings,
         outside_pool,
         summary,
+        nodes,
+    }
+}
+
+/// What the plan does with each node, or why nothing: the operator's view of one pass.
+fn explain_nodes(
+    views: &[NodeView],
+    outside_pool: &[String],
+    actions: &[Action],
+    held_back: &BTreeSet<String>,
+    new_target: u32,
+    now: Timestamp,
+    cfg: &PlannerConfig,
+) -> Vec<NodeExplanation> {
+    let mut out: Vec<NodeExplanation> = views
+        .iter()
+        .map(|v| {
+            let name = v.node.name.clone();
+            let acted: Vec<String> = actions
+                .iter()
+                .filter(|a| a.node() == Some(name.as_str()))
+                .map(|a| format!("{}: {}", a.kind().as_str(), a.reason()))
+                .collect();
+            let class = match v.class {
+                Class::Active => "active",
+                Class::Booting => "booting",
+                Class::NotReady => "not-ready",
+                Class::Ours => "kubescaler's",
+                Class::Foreign => "someone else's",
+                Class::Deleting => "deleting",
+            };
+            let verdict = if !acted.is_empty() {
+                acted.join("; ")
+            } else {
+                idle_verdict(v, held_back, new_target, now, cfg)
+            };
+            NodeExplanation {
+                name,
+                class: class.to_string(),
+                servers: v.servers,
+                free_slots: v.free_slots,
+                verdict,
+            }
+        })
+        .collect();
+    out.extend(outside_pool.iter().map(|name| NodeExplanation {
+        name: name.clone(),
+        class: "outside-pool".to_string(),
+        verdict: "not in the cloud pool: never counted, cordoned or deleted".to_string(),
+        ..NodeExplanation::default()
+    }));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Why the plan leaves a node as it is.
+fn idle_verdict(
+    v: &NodeView,
+    held_back: &BTreeSet<String>,
+    new_target: u32,
+    now: Timestamp,
+    cfg: &PlannerConfig,
+) -> String {
+    let servers = |n: u32| {
+        if n == 1 {
+            "1 server".to_string()
+        } else {
+            format!("{n} servers")
+        }
+    };
+    match v.class {
+        Class::Active if v.servers > 0 => format!(
+            "kept: {}, and its {} free slots count toward the buffer",
+            servers(v.servers),
+            v.free_slots
+        ),
+        Class::Active => format!(
+            "kept: its {} free slots count toward the buffer (not surplus this pass)",
+            v.free_slots
+        ),
+        Class::Booting => "booting: its slots count as incoming".to_string(),
+        Class::NotReady => format!(
+            "not Ready past node-boot-timeout-sec {}: counts for nothing",
+            cfg.node_boot_timeout_sec
+        ),
+        Class::Foreign => "cordoned by someone else: never touched".to_string(),
+        Class::Deleting => "being deleted: not capacity, never deleted again".to_string(),
+        Class::Ours if v.servers > 0 => format!(
+            "not deleted: {} (cordoned: deleted once empty and expired)",
+            servers(v.servers)
+        ),
+        Class::Ours if v.warm > 0 || v.starting > 0 => format!(
+            "not deleted: {} Ready and {} starting GameServers",
+            v.warm, v.starting
+        ),
+        Class::Ours => {
+            let stamp = v
+                .node
+                .cordon_timestamp
+                .as_deref()
+                .and_then(|raw| raw.parse::<Timestamp>().ok());
+            let Some(stamp) = stamp else {
+                return "not deleted: no readable cordon time (see the warnings)".to_string();
+            };
+            let left = limit_sec(cfg.empty_node_expiration_sec).saturating_sub(age_sec(now, stamp));
+            if left > 0 {
+                format!("empty: deletable in {}", duration_text(left))
+            } else if held_back.contains(&v.node.name) {
+                "empty and expired: deletion held back after failures (retried later)".to_string()
+            } else if new_target <= cfg.min_nodes {
+                format!(
+                    "empty and expired: not deleted, the pool is at minimum-node-pool-size {}",
+                    cfg.min_nodes
+                )
+            } else {
+                "empty and expired: deleted in a later pass".to_string()
+            }
+        }
+    }
+}
+
+/// `1m10s`, `45s`, `2h3m`.
+fn duration_text(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+
+    #[test]
+    fn waits_read_as_an_operator_writes_them() {
+        let cases = [
+            (45, "45s"),
+            (60, "1m"),
+            (70, "1m10s"),
+            (3600, "1h"),
+            (3600 + 180 + 5, "1h3m"),
+        ];
+        for (secs, text) in cases {
+            assert_eq!(duration_text(secs), text, "{secs} s");
+        }
     }
 }

@@ -73,6 +73,9 @@ pub enum DaemonError {
     /// Leader election failed to start.
     #[error(transparent)]
     Leader(#[from] crate::leader::LeaderError),
+    /// `explain`'s pass failed (the caches did not sync, the cloud did not answer...).
+    #[error("explain: {0}")]
+    Explain(String),
 }
 
 /// What one pass did.
@@ -324,6 +327,7 @@ impl Scaler {
         self.surplus = plan.summary.surplus;
         self.ln_ease = plan.summary.ln_ease;
         self.telemetry.observe_pool(&plan.summary);
+        self.telemetry.record_plan(&plan, now);
         self.telemetry.observe_demand(&self.observed(now));
 
         let s = &plan.summary;
@@ -447,6 +451,18 @@ impl Scaler {
             report.executed += 1;
         }
         Ok(report)
+    }
+
+    /// One read-only pass: the cluster and the cloud pool read, the plan made, nothing done
+    /// (no action, no Event, no metric): what `kubescaler explain` prints.
+    pub async fn explain(&mut self) -> Result<Plan, ScaleError> {
+        let snapshot = self.k8s.snapshot().await?;
+        let now = (self.clock)();
+        let nodes: BTreeSet<String> = snapshot.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut report = PassReport::default();
+        self.read_cloud(nodes, now, &mut report).await?;
+        self.demand.observe(&snapshot, unix_secs(now));
+        Ok(self.plan(&snapshot, now))
     }
 
     /// Applies a mark change; `false` when the live node did not allow it (logged).
@@ -612,18 +628,22 @@ pub async fn shutdown_signal() -> Result<impl Future<Output = ()>, std::io::Erro
     })
 }
 
+/// The cloud provider `config` names, built from its settings.
+fn build_provider(config: &Config) -> Result<Arc<dyn NodePoolProvider>, DaemonError> {
+    let spec = crate::provider::lookup(&config.cloud_provider)
+        .ok_or_else(|| DaemonError::UnknownProvider(config.cloud_provider.clone()))?;
+    let provider = (spec.build)(config).map_err(|source| DaemonError::Provider {
+        name: config.cloud_provider.clone(),
+        source,
+    })?;
+    Ok(Arc::from(provider))
+}
+
 /// Runs the daemon: builds the cloud provider and the Kubernetes side from `config`, serves
 /// health and metrics, and runs the scale loop (only while leader, with leader election on)
 /// until SIGTERM/SIGINT.
 pub async fn run_daemon(config: Config) -> Result<(), DaemonError> {
-    let spec = crate::provider::lookup(&config.cloud_provider)
-        .ok_or_else(|| DaemonError::UnknownProvider(config.cloud_provider.clone()))?;
-    let provider: Arc<dyn NodePoolProvider> = Arc::from((spec.build)(&config).map_err(
-        |source| DaemonError::Provider {
-            name: config.cloud_provider.clone(),
-            source,
-        },
-    )?);
+    let provider = build_provider(&config)?;
     let cluster = crate::kubernetes::KubeCluster::connect(&config).await?;
     let client = cluster.client();
     let k8s: Arc<dyn Kubernetes> = Arc::new(cluster);
@@ -691,6 +711,33 @@ pub async fn run_daemon(config: Config) -> Result<(), DaemonError> {
     }
     info!("kubescaler stopped");
     Ok(())
+}
+
+/// How long `explain` waits for the watch caches to fill.
+const EXPLAIN_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `kubescaler explain`: one read-only pass against the configured cluster and cloud (no
+/// write, no Event, no leader election), returning the plan with every node explained.
+pub async fn explain_once(config: Config) -> Result<Plan, DaemonError> {
+    let provider = build_provider(&config)?;
+    let cluster = crate::kubernetes::KubeCluster::connect(&config).await?;
+    let started = tokio::time::Instant::now();
+    while !cluster.synced() {
+        if started.elapsed() > EXPLAIN_SYNC_TIMEOUT {
+            return Err(DaemonError::Explain(format!(
+                "the cluster's watch caches did not sync within {EXPLAIN_SYNC_TIMEOUT:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let k8s: Arc<dyn Kubernetes> = Arc::new(cluster);
+    let mut config = config;
+    config.dry_run = true;
+    let mut scaler = Scaler::new(k8s, provider, &config);
+    scaler
+        .explain()
+        .await
+        .map_err(|e| DaemonError::Explain(e.to_string()))
 }
 
 /// Completes when `stop` flips to true (or its sender is gone).

@@ -75,6 +75,8 @@ pub struct Telemetry {
     passes: AtomicU64,
     /// Longest a live leader may go without finishing a pass.
     stall_after: Duration,
+    /// The last pass's plan as JSON, for `/debug/plan`.
+    last_plan: Mutex<Option<String>>,
 }
 
 /// What a pass may spend in one cloud call that keeps retrying (the DigitalOcean driver's
@@ -121,6 +123,7 @@ impl Telemetry {
                 last_attempt: Instant::now(),
             }),
             stall_after: tick.saturating_mul(3).saturating_add(IN_FLIGHT_ALLOWANCE),
+            last_plan: Mutex::new(None),
         };
         let r = &mut t.registry;
         r.register(
@@ -346,6 +349,25 @@ impl Telemetry {
                     .inc();
             }
         }
+    }
+
+    /// Keeps `plan`, computed at `at`, for `/debug/plan` (JSON: the time, then the plan).
+    pub fn record_plan(&self, plan: &crate::planner::Plan, at: jiff::Timestamp) {
+        let json = serde_json::to_string_pretty(&serde_json::json!({"at": at, "plan": plan}));
+        if let Ok(json) = json {
+            *self
+                .last_plan
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(json);
+        }
+    }
+
+    /// The last plan recorded by [`Telemetry::record_plan`], as JSON.
+    pub fn last_plan(&self) -> Option<String> {
+        self.last_plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Passes finished so far, well or badly.

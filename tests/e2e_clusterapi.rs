@@ -113,6 +113,30 @@ impl Capi {
         self.pool.config(&all)
     }
 
+    /// The `kubescaler` binary with `settings` over the environment of [`Capi::config`]'s
+    /// keys, leader election off, the HTTP listener on a free port; nothing else inherited.
+    fn daemon(&self, settings: &[(&str, &str)]) -> std::process::Command {
+        let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
+        let selector = self.pool.selector();
+        let mut env: BTreeMap<&str, &str> = BTreeMap::from([
+            ("CLOUD_PROVIDER", "clusterapi"),
+            ("CLUSTER_NAME", CLUSTER),
+            ("NODE_POOL_NAME", self.md.as_str()),
+            ("CLUSTERAPI_NAMESPACE", NAMESPACE),
+            ("CLUSTER_KUBE_CONFIG_PATH", kubeconfig.as_str()),
+            ("NODE_SELECTOR", selector.as_str()),
+            ("SERVER_POD_LABEL_NAME", SERVER_LABEL),
+            ("SERVER_POD_LABEL_VALUE", self.pool.id.as_str()),
+            ("SERVER_CPU_RESOURCE_REQUEST", "1000m"),
+            ("LEADER_ELECTION", "false"),
+            ("HTTP_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ]);
+        env.extend(settings.iter().copied());
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kubescaler"));
+        command.env_clear().envs(env);
+        command
+    }
+
     /// The driver as the daemon builds it from `config` (it connects with the kubeconfig).
     fn provider(&self, config: &Config) -> Arc<dyn NodePoolProvider> {
         Arc::from(
@@ -430,18 +454,8 @@ async fn capi_a_group_cluster_autoscaler_manages_or_a_missing_one_is_refused_at_
         (w.md.as_str(), "cluster-autoscaler"),
         ("no-such-group", "not found"),
     ] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubescaler"))
-            .env_clear()
-            .env("CLOUD_PROVIDER", "clusterapi")
-            .env("CLUSTER_NAME", CLUSTER)
-            .env("NODE_POOL_NAME", pool_name)
-            .env("CLUSTERAPI_NAMESPACE", NAMESPACE)
-            .env("CLUSTER_KUBE_CONFIG_PATH", &w.kubeconfig)
-            .env("NODE_SELECTOR", w.pool.selector())
-            .env("SERVER_POD_LABEL_NAME", SERVER_LABEL)
-            .env("SERVER_POD_LABEL_VALUE", &w.pool.id)
-            .env("LEADER_ELECTION", "false")
-            .env("HTTP_LISTEN_ADDRESS", "127.0.0.1:0")
+        let mut child = w
+            .daemon(&[("NODE_POOL_NAME", pool_name)])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -769,4 +783,250 @@ fn is_cordoned(node: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.unschedulable)
         .unwrap_or(false)
+}
+
+/// `kubescaler explain` and `/debug/plan` on a pool with a node of every class: each node is
+/// shown with its class, servers and what kubescaler does with it or why not, and `explain`
+/// writes nothing (no node, MachineDeployment or Machine changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_every_node_class_and_why_and_changes_nothing() {
+    let test = "e2e_clusterapi::explain";
+    let Some(w) = capi(test, "capiexp", 5, &[]).await else {
+        return;
+    };
+    w.pool
+        .run(async {
+            let mut names = w.ready_nodes(5).await;
+            names.sort();
+            let [active, ours, foreign, deleting, unready] =
+                <[String; 5]>::try_from(names).unwrap_or_else(|n| panic!("five nodes, got {n:?}"));
+            w.pool.create_server(Placement::On(&active)).await;
+            let cluster = KubeCluster::start(
+                w.pool.client.clone(),
+                &w.pool.selector(),
+                (SERVER_LABEL.to_string(), w.pool.id.clone()),
+            );
+            eventually("the marking cache synced", WAIT, || async {
+                cluster.synced().then_some(())
+            })
+            .await;
+            let now = jiff::Timestamp::now();
+            for (node, ops) in [
+                (&ours, vec![MarkOp::Cordon(now)]),
+                (
+                    &deleting,
+                    vec![
+                        MarkOp::Cordon(now),
+                        MarkOp::Fence(now),
+                        MarkOp::AcceptDeletion(now),
+                    ],
+                ),
+            ] {
+                for op in ops {
+                    let outcome = cluster
+                        .mark(node, op)
+                        .await
+                        .unwrap_or_else(|e| panic!("{} {node}: {e}", op.as_str()));
+                    assert!(
+                        matches!(outcome, MarkOutcome::Applied(_)),
+                        "{} {node}: {outcome:?}",
+                        op.as_str()
+                    );
+                }
+            }
+            w.pool.admin_cordon(&foreign).await;
+            // A kubelet that stopped reporting: Ready False (the stand-in sets it only once).
+            let nodes_api: Api<Node> = Api::all(w.pool.client.clone());
+            let not_ready = json!({"status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "KubeletStopped",
+                "lastHeartbeatTime": now.to_string(), "lastTransitionTime": now.to_string(),
+            }]}});
+            nodes_api
+                .patch_status(&unready, &PatchParams::default(), &Patch::Merge(&not_ready))
+                .await
+                .unwrap_or_else(|e| panic!("make {unready} NotReady: {e}"));
+            // A node the selector matches that no Machine of the group stands for.
+            let outside = format!("{}-outside", w.pool.id);
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": outside, "labels": {POOL_LABEL: w.pool.id}},
+            }))
+            .unwrap_or_else(|e| panic!("node: {e}"));
+            nodes_api
+                .create(&PostParams::default(), &node)
+                .await
+                .unwrap_or_else(|e| panic!("create {outside}: {e}"));
+            eventually("the server bound and the marks seen", WAIT, || async {
+                let placed = w.pool.placement().await;
+                let nodes = w.pool.nodes().await;
+                (placed
+                    .values()
+                    .all(|n| n.as_deref() == Some(active.as_str()))
+                    && nodes.get(&foreign).is_some_and(is_cordoned)
+                    && nodes.len() == 6)
+                    .then_some(())
+            })
+            .await;
+
+            let versions = |nodes: &BTreeMap<String, Node>| -> BTreeMap<String, Option<String>> {
+                nodes
+                    .iter()
+                    .map(|(n, node)| (n.clone(), node.metadata.resource_version.clone()))
+                    .collect()
+            };
+            let before = versions(&w.pool.nodes().await);
+            let machines_before = w.standin.machines().await.expect("list Machines").len();
+            let explain = |settings: &[(&str, &str)], output: &str| {
+                let output = w
+                    .daemon(settings)
+                    .args(["explain", "--output", output])
+                    .output()
+                    .unwrap_or_else(|e| panic!("run kubescaler explain: {e}"));
+                let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+                assert!(
+                    output.status.success(),
+                    "explain failed:\n{stdout}\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                stdout
+            };
+            let settings = [
+                ("BUFFER_SLOT_SIZE", "2"),
+                ("EMPTY_NODE_EXPIRATION_SEC", "1800"),
+                ("NODE_BOOT_TIMEOUT_SEC", "600"),
+            ];
+            let json: serde_json::Value = serde_json::from_str(&explain(&settings, "json"))
+                .unwrap_or_else(|e| panic!("explain --output json: {e}"));
+            let rows = |plan: &serde_json::Value| -> BTreeMap<String, (String, u64, String)> {
+                plan["nodes"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("no nodes in {plan}"))
+                    .iter()
+                    .map(|n| {
+                        (
+                            n["name"].as_str().unwrap_or_default().to_string(),
+                            (
+                                n["class"].as_str().unwrap_or_default().to_string(),
+                                n["servers"].as_u64().unwrap_or(u64::MAX),
+                                n["verdict"].as_str().unwrap_or_default().to_string(),
+                            ),
+                        )
+                    })
+                    .collect()
+            };
+            let explained = rows(&json);
+            let expect = |rows: &BTreeMap<String, (String, u64, String)>,
+                          node: &str,
+                          class: &str,
+                          servers: u64,
+                          verdict: &str| {
+                let (c, s, v) = rows
+                    .get(node)
+                    .unwrap_or_else(|| panic!("{node} not explained: {rows:?}"));
+                assert_eq!((c.as_str(), *s), (class, servers), "{node}: {v}");
+                assert!(
+                    v.contains(verdict),
+                    "{node} ({class}): {v:?} lacks {verdict:?}"
+                );
+            };
+            expect(&explained, &active, "active", 1, "kept: 1 server");
+            // 30 minutes from its cordon, less the seconds since.
+            expect(&explained, &ours, "kubescaler's", 0, "empty: deletable in ");
+            let (_, _, verdict) = &explained[&ours];
+            assert!(
+                verdict.ends_with("deletable in 30m") || verdict.contains("deletable in 29m"),
+                "{verdict}"
+            );
+            expect(
+                &explained,
+                &foreign,
+                "someone else's",
+                0,
+                "cordoned by someone else: never touched",
+            );
+            expect(&explained, &deleting, "deleting", 0, "being deleted");
+            expect(&explained, &unready, "booting", 0, "booting");
+            expect(
+                &explained,
+                &outside,
+                "outside-pool",
+                0,
+                "not in the cloud pool",
+            );
+            assert_eq!(explained.len(), 6, "{explained:?}");
+
+            // Past its boot timeout, the silent node counts for nothing; the text table says
+            // the same as the JSON, one row per node.
+            let text = explain(&[("NODE_BOOT_TIMEOUT_SEC", "1")], "text");
+            let row = |node: &str| -> String {
+                text.lines()
+                    .find(|l| l.split_whitespace().next() == Some(node))
+                    .unwrap_or_else(|| panic!("no row for {node} in:\n{text}"))
+                    .to_string()
+            };
+            assert!(row(&unready).contains("not-ready"), "{text}");
+            assert!(row(&active).contains("kept: 1 server"), "{text}");
+            assert!(row(&foreign).contains("never touched"), "{text}");
+            assert!(
+                text.contains("NODE") && text.contains("\nplan:\n"),
+                "{text}"
+            );
+
+            // Nothing was written by either pass.
+            assert_eq!(
+                versions(&w.pool.nodes().await),
+                before,
+                "explain changed a node"
+            );
+            assert_eq!(w.replicas().await, 5, "explain resized the group");
+            assert_eq!(
+                w.standin.machines().await.expect("list").len(),
+                machines_before
+            );
+            assert!(w.marked().await.is_empty(), "explain marked a Machine");
+
+            // The daemon's listener shows the same view of its last pass (dry run: no writes).
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("free port: {e}"));
+            let address = format!("127.0.0.1:{port}");
+            let mut daemon = w
+                .daemon(&[
+                    settings[0],
+                    settings[1],
+                    settings[2],
+                    ("DRY_RUN", "true"),
+                    ("SCALE_LOOP_TICK_SEC", "1"),
+                    ("HTTP_LISTEN_ADDRESS", &address),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("run kubescaler: {e}"));
+            let url = format!("http://{address}/debug/plan");
+            let served = eventually("/debug/plan answers with a plan", WAIT, || async {
+                let response = reqwest::get(&url).await.ok()?;
+                (response.status() == 200).then_some(())?;
+                response.json::<serde_json::Value>().await.ok()
+            })
+            .await;
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            assert!(served["at"].is_string(), "{served}");
+            let served = rows(&served["plan"]);
+            for (node, class) in [
+                (&active, "active"),
+                (&ours, "kubescaler's"),
+                (&foreign, "someone else's"),
+                (&deleting, "deleting"),
+                (&unready, "booting"),
+                (&outside, "outside-pool"),
+            ] {
+                assert_eq!(served.get(node.as_str()).map(|r| r.0.as_str()), Some(class));
+            }
+            assert_eq!(w.replicas().await, 5, "the dry run resized the group");
+            let _ = nodes_api.delete(&outside, &DeleteParams::default()).await;
+        })
+        .await;
+    w.finish().await;
 }

@@ -622,3 +622,59 @@ fn durations_past_i64_mean_never_not_at_once() {
         p.actions
     );
 }
+
+#[test]
+fn every_node_is_explained_with_its_class_and_why_it_is_left_alone() {
+    // Issue 14: what `explain` and `/debug/plan` show, one row per node.
+    let mut c = cfg();
+    // The busy node's 2 free slots cover the buffer: nothing is uncordoned.
+    c.buffer = 1;
+    let s = snap(
+        vec![
+            node("a-busy", 4),
+            ours("b-draining", 4, 600),
+            ours("c-young", 4, 50),
+            ours("d-expired", 4, 600),
+            foreign("e-admin", 4),
+        ],
+        [servers_on("a-busy", 2), servers_on("b-draining", 1)].concat(),
+    );
+    let p = plan(&s, 5, now(), &c);
+    let row = |name: &str| {
+        p.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {:?}", p.nodes))
+            .clone()
+    };
+    let busy = row("a-busy");
+    assert_eq!(
+        (busy.class.as_str(), busy.servers, busy.free_slots),
+        ("active", 2, 2)
+    );
+    assert!(busy.verdict.contains("kept: 2 servers"), "{}", busy.verdict);
+    let draining = row("b-draining");
+    assert_eq!(draining.class, "kubescaler's");
+    assert!(
+        draining.verdict.contains("not deleted: 1 server"),
+        "{}",
+        draining.verdict
+    );
+    // Cordoned 50 s ago, expiration 120 s: 1m10s to go.
+    let young = row("c-young");
+    assert!(
+        young.verdict.contains("deletable in 1m10s"),
+        "{}",
+        young.verdict
+    );
+    let expired = row("d-expired");
+    assert!(
+        expired.verdict.starts_with("delete: "),
+        "{}",
+        expired.verdict
+    );
+    let admin = row("e-admin");
+    assert_eq!(admin.class, "someone else's");
+    assert!(admin.verdict.contains("never touched"), "{}", admin.verdict);
+    assert_eq!(p.nodes.len(), 5);
+}
