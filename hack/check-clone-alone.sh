@@ -19,7 +19,8 @@ git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$copy"
 log="$work/test.log"
 # The environment of a user's machine: none of the variables CI sets for the full run.
 (cd "$copy" && env -u KUBESCALER_E2E_KUBECONFIG -u KUBESCALER_TESTS_REQUIRED -u DOKS_FAKE_SPEC \
-  -u KUBESCALER_CAPI_CRDS -u KUBESCALER_AGONES_CRDS \
+  -u KUBESCALER_CAPI_CRDS -u KUBESCALER_AGONES_CRDS -u KUBESCALER_HELM \
+  -u KUBESCALER_IMAGE -u KUBESCALER_UMOCI -u KUBESCALER_RUNC \
   CARGO_TARGET_DIR="$target" bash hack/test.sh) > "$log" 2>&1 || {
   tail -n 60 "$log" >&2
   echo "the README test command failed in a copy of the repository alone (log above)" >&2

@@ -19,6 +19,14 @@
 //!   ServiceAccount of base + component can do exactly what the Agones mode needs (a second
 //!   `can-i` matrix), under its own names so that the base's matrix is not disturbed.
 //!
+//! * the Helm chart `deploy/helm/kubescaler/`, rendered by the real `helm`
+//!   (`KUBESCALER_HELM`, built by `hack/helm.sh`): without a cluster, `helm lint` passes, its
+//!   default rendering is the base object for object (and with `agones.enabled` /
+//!   `clusterapi.enabled` base + that component), its RBAC rules are exactly theirs, its
+//!   values.yaml and config.yaml hold every configuration key but the token, and the config
+//!   passes `kubescaler check-config`; on the control plane, a release of its own applied gives
+//!   its ServiceAccount exactly the base's `can-i` matrix, in its namespace.
+//!
 //! `KUBESCALER_E2E_BIN=<path>` runs the replicas from another binary (e.g. the static one
 //! `hack/static-build.sh` prints, which the image ships); `KUBESCALER_E2E_LOG_DIR=<dir>` keeps
 //! their logs. The Deployment itself never runs here: the test plane has no kubelet and no
@@ -152,47 +160,9 @@ fn deploy(admin: PathBuf) -> Deployed {
     );
     kubectl_ok(&admin, &["apply", "-f", example.to_str().unwrap()]);
 
-    // The pod template is admitted as a Pod under PodSecurity `restricted` (enforced on Pods,
-    // only warned on Deployments): a server-side dry run of a Pod made from it.
-    let deployment: serde_json::Value = serde_json::from_str(&kubectl_ok(
-        &admin,
-        &[
-            "get",
-            "deployment",
-            "kubescaler",
-            "-n",
-            NAMESPACE,
-            "-o",
-            "json",
-        ],
-    ))
-    .unwrap();
-    let template = &deployment["spec"]["template"];
-    let pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "kubescaler-template-check", "namespace": NAMESPACE,
-                     "labels": template["metadata"]["labels"]},
-        "spec": template["spec"],
-    });
     let dir = tempfile::tempdir().unwrap();
-    let pod_file = dir.path().join("pod.json");
-    std::fs::write(&pod_file, pod.to_string()).unwrap();
-    let dry = kubectl(
-        &admin,
-        &[
-            "apply",
-            "--dry-run=server",
-            "-f",
-            pod_file.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        dry.status.success(),
-        "a Pod from the Deployment's template is refused:\n{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
-    check_pod_template(template);
+    let template = assert_pod_template_admitted(&admin, NAMESPACE, "kubescaler", dir.path());
+    check_pod_template(&template);
 
     // TokenRequest for the ServiceAccount, and a kubeconfig with only that token.
     let sa_kubeconfig = dir.path().join("kubescaler-sa.kubeconfig");
@@ -207,6 +177,17 @@ fn deploy(admin: PathBuf) -> Deployed {
 /// Writes to `out` a kubeconfig holding only a token (TokenRequest) of the ServiceAccount
 /// `service_account` of [`NAMESPACE`], and checks that the API server sees it as `user`.
 fn service_account_kubeconfig(admin: &Path, service_account: &str, user: &str, out: &Path) {
+    service_account_kubeconfig_in(admin, NAMESPACE, service_account, user, out);
+}
+
+/// [`service_account_kubeconfig`] for a ServiceAccount of `namespace`.
+fn service_account_kubeconfig_in(
+    admin: &Path,
+    namespace: &str,
+    service_account: &str,
+    user: &str,
+    out: &Path,
+) {
     let token = kubectl_ok(
         admin,
         &[
@@ -214,7 +195,7 @@ fn service_account_kubeconfig(admin: &Path, service_account: &str, user: &str, o
             "token",
             service_account,
             "-n",
-            NAMESPACE,
+            namespace,
             "--duration=2h",
         ],
     );
@@ -233,6 +214,56 @@ fn service_account_kubeconfig(admin: &Path, service_account: &str, user: &str, o
         user,
         "the token kubeconfig is not the ServiceAccount {service_account}"
     );
+}
+
+/// The pod template of the applied Deployment `namespace/deployment` is admitted as a Pod under
+/// the namespace's PodSecurity `restricted` (enforced on Pods, only warned on Deployments): a
+/// server-side dry run of a Pod made from it (written into `dir`). Returns the template.
+fn assert_pod_template_admitted(
+    admin: &Path,
+    namespace: &str,
+    deployment: &str,
+    dir: &Path,
+) -> serde_json::Value {
+    let deployment: serde_json::Value = serde_json::from_str(&kubectl_ok(
+        admin,
+        &[
+            "get",
+            "deployment",
+            deployment,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let template = deployment["spec"]["template"].clone();
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kubescaler-template-check", "namespace": namespace,
+                     "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    });
+    let pod_file = dir.join("pod.json");
+    std::fs::write(&pod_file, pod.to_string()).unwrap();
+    let dry = kubectl(
+        admin,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            pod_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        dry.status.success(),
+        "a Pod from the template of Deployment {namespace}/{}: refused:\n{}",
+        deployment["metadata"]["name"],
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    template
 }
 
 /// The hardening the issue asks for, read back from the applied Deployment.
@@ -1111,6 +1142,788 @@ fn assert_component_rbac(
     let mut questions = own;
     questions.extend(base_rest);
     assert_can_i(&sa_kubeconfig, &user, &questions);
+}
+
+// --- the Helm chart (deploy/helm/kubescaler/) ----------------------------------------------
+
+/// The chart, in the checkout under test.
+fn chart_dir() -> PathBuf {
+    repo().join("deploy/helm/kubescaler")
+}
+
+/// Runs `helm args...` with a Helm home of its own (no repositories, no plugins, nothing read
+/// from or written to the user's ~/.config/helm or ~/.cache/helm) and no kubeconfig: lint and
+/// template need no cluster, and the tests never touch a developer's own.
+fn helm(helm: &Path, args: &[&str]) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    Command::new(helm)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{} {args:?}: {e}", helm.display()))
+}
+
+/// `helm template release chart -n namespace --set s...` for each of `sets`: the rendering, or
+/// the error's stderr.
+fn helm_template_result(
+    helm_bin: &Path,
+    release: &str,
+    namespace: &str,
+    sets: &[&str],
+) -> Result<String, String> {
+    let chart = chart_dir();
+    let mut args = vec![
+        "template",
+        release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let out = helm(helm_bin, &args);
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// [`helm_template_result`], which must succeed.
+fn helm_template(helm_bin: &Path, release: &str, namespace: &str, sets: &[&str]) -> String {
+    helm_template_result(helm_bin, release, namespace, sets)
+        .unwrap_or_else(|e| panic!("helm template {release} -n {namespace} {sets:?}:\n{e}"))
+}
+
+/// The base's names: release `kubescaler` in namespace `kubescaler` renders them.
+const CHART_BASE_RELEASE: &str = "kubescaler";
+
+/// The `--set`s that switch on the chart's toggles for the kustomize components `components`.
+fn chart_toggles(components: &[&str]) -> Vec<String> {
+    components
+        .iter()
+        .map(|c| format!("{c}.enabled=true"))
+        .collect()
+}
+
+/// Writes into `dir` an overlay of the base with every component of `components` (none: the
+/// base alone, through an overlay all the same). Returns `dir` as a `&str` for kubectl.
+fn components_overlay<'a>(dir: &'a Path, components: &[&str]) -> &'a str {
+    let components: Vec<String> = components
+        .iter()
+        .map(|c| {
+            relative_path(dir, &repo().join("deploy").join(c))
+                .display()
+                .to_string()
+        })
+        .collect();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\n\
+             kind: Kustomization\n\
+             resources: [{}]\n\
+             components: [{}]\n",
+            relative_path(dir, &repo().join("deploy")).display(),
+            components.join(", "),
+        ),
+    )
+    .unwrap();
+    dir.to_str().unwrap()
+}
+
+/// Every RBAC rule of a rendering, normalized: `ClusterRole: {rule}` or `Role <namespace>:
+/// {rule}`, each list of the rule sorted, sorted and with duplicates kept (the role names are
+/// left out: the chart names them after the release).
+fn rbac_rules(objects: &BTreeMap<String, serde_yaml::Value>) -> Vec<String> {
+    let mut rules = Vec::new();
+    for object in objects.values() {
+        let scope = match object["kind"].as_str() {
+            Some("ClusterRole") => "ClusterRole".to_owned(),
+            Some("Role") => format!(
+                "Role {}",
+                object["metadata"]["namespace"].as_str().unwrap_or_default()
+            ),
+            _ => continue,
+        };
+        for rule in object["rules"].as_sequence().into_iter().flatten() {
+            let mut normalized = BTreeMap::new();
+            for field in [
+                "apiGroups",
+                "resources",
+                "resourceNames",
+                "verbs",
+                "nonResourceURLs",
+            ] {
+                let mut list: Vec<String> = rule[field]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect();
+                list.sort();
+                if !list.is_empty() {
+                    normalized.insert(field, list);
+                }
+            }
+            rules.push(format!("{scope}: {}", json!(normalized)));
+        }
+    }
+    rules.sort();
+    rules
+}
+
+/// Every binding of a rendering binds a role of the same rendering to exactly `subject`.
+fn assert_bindings_bind(
+    objects: &BTreeMap<String, serde_yaml::Value>,
+    subject: &serde_json::Value,
+    what: &str,
+) {
+    let mut bindings = 0;
+    for (key, object) in objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        if kind != "ClusterRoleBinding" && kind != "RoleBinding" {
+            continue;
+        }
+        bindings += 1;
+        let role = format!(
+            "{}/{}",
+            object["roleRef"]["kind"].as_str().unwrap_or_default(),
+            object["roleRef"]["name"].as_str().unwrap_or_default()
+        );
+        assert!(
+            objects.contains_key(&role),
+            "{what}: {key} binds {role}, which it does not render"
+        );
+        assert_eq!(
+            serde_json::to_value(&object["subjects"]).unwrap(),
+            json!([subject]),
+            "{what}: {key} binds another subject"
+        );
+    }
+    assert!(bindings > 0, "{what} renders no binding");
+}
+
+/// The labels Helm adds to what the base has (`app.kubernetes.io/name`, `part-of`).
+const HELM_LABELS: &[&str] = &[
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/version",
+    "helm.sh/chart",
+];
+
+/// A chart's object without what only Helm adds: its labels, the release in the selector
+/// labels, the config checksum on the pod template.
+fn without_helm_additions(object: &serde_yaml::Value) -> serde_json::Value {
+    fn strip(labels: &mut serde_json::Value) {
+        if let Some(labels) = labels.as_object_mut() {
+            for label in HELM_LABELS {
+                labels.remove(*label);
+            }
+        }
+    }
+    let mut object = serde_json::to_value(object).unwrap();
+    strip(&mut object["metadata"]["labels"]);
+    if object["kind"] == "Deployment" {
+        strip(&mut object["spec"]["selector"]["matchLabels"]);
+        let template = &mut object["spec"]["template"];
+        strip(&mut template["metadata"]["labels"]);
+        let annotations = template["metadata"]["annotations"].as_object_mut().unwrap();
+        assert!(
+            annotations.remove("checksum/config").is_some(),
+            "the chart's pod template has no checksum/config (a changed config must roll the pods)"
+        );
+        for term in template["spec"]["affinity"]["podAntiAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            strip(&mut term["podAffinityTerm"]["labelSelector"]["matchLabels"]);
+        }
+    }
+    object
+}
+
+/// `kubescaler check-config` of the `config.yaml` of `configmap`, with the env the pods of
+/// `deployment` get (downward API values of a pod in `namespace`) and, when the Deployment
+/// mounts the token Secret, a token file in its place: the effective configuration (its origin
+/// comments dropped, they name the temp file), or the error.
+fn check_config_of(
+    configmap: &serde_yaml::Value,
+    deployment: &serde_yaml::Value,
+    namespace: &str,
+) -> Result<serde_yaml::Value, String> {
+    let config_yaml = configmap["data"]["config.yaml"]
+        .as_str()
+        .expect("the ConfigMap has data.config.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, config_yaml).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["--config", "/etc/kubescaler/config.yaml"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubescaler"));
+    cmd.env_clear().current_dir(dir.path());
+    for var in container["env"].as_sequence().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.namespace") => namespace,
+            Some("metadata.name") => "kubescaler-7d9f8b6c5-x2x4q",
+            _ => var["value"].as_str().unwrap_or_default(),
+        };
+        cmd.env(name, value);
+    }
+    let token_mounted = pod["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .any(|v| v["secret"].is_mapping());
+    let token_file = dir.path().join("token");
+    if token_mounted {
+        std::fs::write(&token_file, "dop_v1_EXAMPLE_not_a_real_token_0123456789\n").unwrap();
+        cmd.arg("--cloud-provider-token-file").arg(&token_file);
+    }
+    let out = cmd
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !stdout.contains("dop_v1_EXAMPLE"),
+        "check-config printed the token"
+    );
+    // The token file's temp path stands for the mounted Secret's file.
+    let stdout = stdout.replace(
+        token_file.to_str().unwrap(),
+        "<the mounted token Secret's file>",
+    );
+    Ok(serde_yaml::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("check-config's YAML: {e}\n{stdout}")))
+}
+
+/// The chart's `values.yaml` has an entry under `config:` for every configuration key
+/// (`config::KEYS`) but the token, and no other: a key added to kubescaler must get its value
+/// (and comment) in the chart. Needs no helm.
+#[test]
+fn helm_values_config_has_every_config_key_but_the_token() {
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    let config = values["config"]
+        .as_mapping()
+        .expect("values.yaml has a config: mapping");
+    let in_values: BTreeSet<&str> = config.keys().map(|k| k.as_str().unwrap()).collect();
+    let wanted: BTreeSet<&str> = kubescaler::config::KEYS
+        .iter()
+        .copied()
+        .filter(|k| *k != kubescaler::config::TOKEN_KEY)
+        .collect();
+    let missing: Vec<_> = wanted.difference(&in_values).collect();
+    let unknown: Vec<_> = in_values.difference(&wanted).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "deploy/helm/kubescaler/values.yaml config: lacks {missing:?} (config::KEYS), has \
+         unknown {unknown:?} (the token {} must not be there)",
+        kubescaler::config::TOKEN_KEY
+    );
+    // Where the token comes from instead.
+    assert_eq!(values["tokenSecret"]["name"], "kubescaler-cloud-token");
+    assert_eq!(values["tokenSecret"]["key"], "token");
+}
+
+/// `helm lint --strict` passes (also with each toggle), the chart is versioned as the crate,
+/// and `helm template` renders the base's kinds and no Secret.
+#[test]
+fn helm_chart_lints_and_is_versioned_as_the_crate() {
+    let test = "helm_chart_lints_and_is_versioned_as_the_crate";
+    let Some(helm_bin) = prereq::helm_or_skip(test) else {
+        return;
+    };
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
+    let crate_version = env!("CARGO_PKG_VERSION");
+    assert_eq!(chart["name"], "kubescaler");
+    assert_eq!(
+        chart["version"].as_str(),
+        Some(crate_version),
+        "Chart.yaml version must be the crate's (Cargo.toml)"
+    );
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(crate_version),
+        "Chart.yaml appVersion must be the crate's (Cargo.toml)"
+    );
+    let chart_path = chart_dir();
+    for sets in [
+        &[][..],
+        &["agones.enabled=true"][..],
+        &["clusterapi.enabled=true"][..],
+        &["agones.enabled=true,clusterapi.enabled=true,namespace.create=true"][..],
+    ] {
+        let mut args = vec!["lint", "--strict", chart_path.to_str().unwrap()];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = helm(&helm_bin, &args);
+        assert!(
+            out.status.success(),
+            "helm lint --strict {sets:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rendered = helm_template(&helm_bin, CHART_BASE_RELEASE, NAMESPACE, &[]);
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+    ] {
+        assert!(
+            rendered.contains(&format!("\nkind: {kind}\n")),
+            "helm template renders no {kind}:\n{rendered}"
+        );
+    }
+    assert!(
+        !rendered.contains("\nkind: Secret\n") && !rendered.contains("\nkind: Namespace\n"),
+        "by default the chart renders no Secret (the token Secret is the user's) and no \
+         Namespace (namespace.create)"
+    );
+}
+
+/// The chart's RBAC rules (every ClusterRole's and Role's, normalized) are exactly the
+/// kustomize base's, and with `agones.enabled` / `clusterapi.enabled` exactly base + that
+/// component's; every binding binds one of them to the chart's ServiceAccount only. Under
+/// another release and namespace the rules follow the namespace (its Namespace object, its
+/// Leases) and nothing else.
+#[test]
+fn helm_chart_rbac_rules_equal_the_kustomize_base_and_components() {
+    let test = "helm_chart_rbac_rules_equal_the_kustomize_base_and_components";
+    let Some(helm_bin) = prereq::helm_or_skip(test) else {
+        return;
+    };
+    for components in [
+        &[][..],
+        &["agones"][..],
+        &["clusterapi"][..],
+        &["agones", "clusterapi"][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let base = rendered_objects(&kustomize(components_overlay(dir.path(), components)));
+        let sets = chart_toggles(components);
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let chart = rendered_objects(&helm_template(
+            &helm_bin,
+            CHART_BASE_RELEASE,
+            NAMESPACE,
+            &sets,
+        ));
+        let base_rules = rbac_rules(&base);
+        assert!(!base_rules.is_empty());
+        assert_eq!(
+            rbac_rules(&chart),
+            base_rules,
+            "the chart's RBAC rules with {sets:?} differ from deploy/ with components \
+             {components:?}"
+        );
+        let subject = json!({"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
+                             "namespace": NAMESPACE});
+        assert_bindings_bind(&chart, &subject, &format!("the chart with {sets:?}"));
+        assert_bindings_bind(&base, &subject, &format!("deploy/ with {components:?}"));
+    }
+
+    // Another release in another namespace: the same rules but for the namespace's names.
+    let (release, namespace) = ("games-autoscaler", "autoscaling");
+    let chart = rendered_objects(&helm_template(&helm_bin, release, namespace, &[]));
+    let base = rendered_objects(&kustomize(repo().join("deploy").to_str().unwrap()));
+    let mut moved: Vec<String> = rbac_rules(&base)
+        .into_iter()
+        .map(|r| {
+            r.replace("Role kubescaler:", &format!("Role {namespace}:"))
+                .replace(
+                    r#""resourceNames":["kubescaler"],"resources":["namespaces"]"#,
+                    &format!(r#""resourceNames":["{namespace}"],"resources":["namespaces"]"#),
+                )
+        })
+        .collect();
+    moved.sort();
+    assert_eq!(
+        rbac_rules(&chart),
+        moved,
+        "release {release} in {namespace}: the base's rules but for its namespace"
+    );
+    assert_bindings_bind(
+        &chart,
+        &json!({"kind": "ServiceAccount", "name": format!("{release}-kubescaler"),
+                "namespace": namespace}),
+        "the chart as another release",
+    );
+}
+
+/// Release `kubescaler` in namespace `kubescaler` (with `namespace.create`) renders the
+/// kustomize base object for object, and with each toggle base + that component: equal once
+/// Helm's own labels and the config checksum are taken out (so the Deployment's hardening,
+/// probes, ports, env, node affinity, resources and token volume are the base's); the
+/// ConfigMaps' config.yaml give the same effective configuration (`kubescaler check-config`
+/// with the Deployment's env).
+#[test]
+fn helm_chart_default_rendering_is_the_kustomize_base() {
+    let test = "helm_chart_default_rendering_is_the_kustomize_base";
+    let Some(helm_bin) = prereq::helm_or_skip(test) else {
+        return;
+    };
+    for components in [&[][..], &["agones"][..], &["clusterapi"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut base = rendered_objects(&kustomize(components_overlay(dir.path(), components)));
+        let mut sets = chart_toggles(components);
+        sets.push("namespace.create=true".into());
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let mut chart = rendered_objects(&helm_template(
+            &helm_bin,
+            CHART_BASE_RELEASE,
+            NAMESPACE,
+            &sets,
+        ));
+
+        let key = "ConfigMap/kubescaler-config";
+        let (base_cm, chart_cm) = (base.remove(key).unwrap(), chart.remove(key).unwrap());
+        let deployment = &base["Deployment/kubescaler"];
+        let base_config = check_config_of(&base_cm, deployment, NAMESPACE)
+            .unwrap_or_else(|e| panic!("check-config of deploy/ + {components:?}: {e}"));
+        let chart_config = check_config_of(&chart_cm, &chart["Deployment/kubescaler"], NAMESPACE)
+            .unwrap_or_else(|e| panic!("check-config of the chart with {sets:?}: {e}"));
+        assert_eq!(
+            chart_config, base_config,
+            "the chart's config.yaml with {sets:?} is not the effective configuration of \
+             deploy/ + {components:?}"
+        );
+
+        assert_eq!(
+            chart.keys().collect::<Vec<_>>(),
+            base.keys().collect::<Vec<_>>(),
+            "the chart with {sets:?} renders other objects than deploy/ + {components:?}"
+        );
+        for (key, object) in &base {
+            assert_eq!(
+                without_helm_additions(&chart[key]),
+                serde_json::to_value(object).unwrap(),
+                "the chart's {key} with {sets:?} differs from deploy/ + {components:?}"
+            );
+        }
+    }
+}
+
+/// The ConfigMap's config.yaml holds every key of `config::KEYS` but the token (null for an
+/// unset one) and, with the Deployment's env, passes `kubescaler check-config`: by default,
+/// with each toggle, and as another release in another namespace (where the Lease and its
+/// Role follow the namespace).
+#[test]
+fn helm_chart_config_holds_every_key_and_passes_check_config() {
+    let test = "helm_chart_config_holds_every_key_and_passes_check_config";
+    let Some(helm_bin) = prereq::helm_or_skip(test) else {
+        return;
+    };
+    for (release, namespace, sets) in [
+        (CHART_BASE_RELEASE, NAMESPACE, &[][..]),
+        (CHART_BASE_RELEASE, NAMESPACE, &["agones.enabled=true"][..]),
+        (
+            CHART_BASE_RELEASE,
+            NAMESPACE,
+            &["clusterapi.enabled=true"][..],
+        ),
+        (
+            "games-autoscaler",
+            "autoscaling",
+            &["agones.enabled=true", "config.log-level=debug"][..],
+        ),
+    ] {
+        let objects = rendered_objects(&helm_template(&helm_bin, release, namespace, sets));
+        let name = if release.contains("kubescaler") {
+            release.to_owned()
+        } else {
+            format!("{release}-kubescaler")
+        };
+        let configmap = &objects[&format!("ConfigMap/{name}-config")];
+        let deployment = &objects[&format!("Deployment/{name}")];
+        let config = config_of(configmap);
+        let keys: BTreeSet<&str> = config.keys().map(|k| k.as_str().unwrap()).collect();
+        let clusterapi = sets.contains(&"clusterapi.enabled=true");
+        let wanted: BTreeSet<&str> = kubescaler::config::KEYS
+            .iter()
+            .copied()
+            .filter(|k| *k != kubescaler::config::TOKEN_KEY)
+            .collect();
+        assert_eq!(
+            keys, wanted,
+            "the chart's config.yaml ({sets:?}) must hold every key of config::KEYS but the token"
+        );
+        let effective = check_config_of(configmap, deployment, namespace).unwrap_or_else(|e| {
+            panic!("check-config refuses the chart's config.yaml ({sets:?}):\n{e}")
+        });
+        assert_eq!(effective["leader-election-namespace"], namespace);
+        assert_eq!(
+            effective["leader-election-identity"],
+            "kubescaler-7d9f8b6c5-x2x4q"
+        );
+        assert_eq!(effective["http-listen-address"], "0.0.0.0:8080");
+        let provider = if clusterapi {
+            "clusterapi"
+        } else {
+            "digitalocean"
+        };
+        assert_eq!(effective["cloud-provider"], provider, "{sets:?}");
+        let source = if sets.contains(&"agones.enabled=true") {
+            "agones"
+        } else {
+            "pods"
+        };
+        assert_eq!(effective["server-source"], source, "{sets:?}");
+        if clusterapi {
+            assert!(
+                config["cloud-provider-token-file"].is_null(),
+                "Cluster API needs no token, so no token file"
+            );
+        } else {
+            assert_eq!(
+                config["cloud-provider-token-file"], "/var/run/secrets/kubescaler/token",
+                "the token file is where the chart mounts tokenSecret"
+            );
+        }
+    }
+}
+
+/// What the chart refuses to render, each an unsafe or inconsistent release: the token in the
+/// values (it would land in the ConfigMap), several replicas without leader election, a fixed
+/// leader identity, a listen address without a port. Leader election off drops the Lease Role.
+#[test]
+fn helm_chart_refuses_the_token_in_values_and_unsafe_leader_election() {
+    let test = "helm_chart_refuses_the_token_in_values_and_unsafe_leader_election";
+    let Some(helm_bin) = prereq::helm_or_skip(test) else {
+        return;
+    };
+    for (sets, says) in [
+        (
+            &["config.cloud-provider-token=dop_v1_x"][..],
+            "config.cloud-provider-token must not be set",
+        ),
+        (
+            &["config.leader-election=false"][..],
+            "replicaCount > 1 needs config.leader-election",
+        ),
+        (
+            &["config.leader-election-identity=kubescaler-0"][..],
+            "leader-election-identity must stay unset",
+        ),
+        (&["config.http-listen-address=0.0.0.0"][..], "has no port"),
+    ] {
+        match helm_template_result(&helm_bin, CHART_BASE_RELEASE, NAMESPACE, sets) {
+            Ok(rendered) => panic!("helm template {sets:?} rendered:\n{rendered}"),
+            Err(stderr) => assert!(stderr.contains(says), "helm template {sets:?}: {stderr}"),
+        }
+    }
+    let single = rendered_objects(&helm_template(
+        &helm_bin,
+        CHART_BASE_RELEASE,
+        NAMESPACE,
+        &["config.leader-election=false", "replicaCount=1"],
+    ));
+    assert!(
+        !single.contains_key("Role/kubescaler-leader-election")
+            && !single.contains_key("RoleBinding/kubescaler-leader-election"),
+        "without leader election the chart must not grant Leases"
+    );
+    // A renamed Lease in another namespace: the Role follows both, the env names the namespace.
+    let moved = rendered_objects(&helm_template(
+        &helm_bin,
+        CHART_BASE_RELEASE,
+        NAMESPACE,
+        &[
+            "config.leader-election-namespace=kube-system",
+            "config.leader-election-lease-name=scaler",
+        ],
+    ));
+    let role = &moved["Role/kubescaler-leader-election"];
+    assert_eq!(role["metadata"]["namespace"], "kube-system");
+    assert_eq!(role["rules"][1]["resourceNames"][0], "scaler");
+    let env = serde_json::to_value(
+        &moved["Deployment/kubescaler"]["spec"]["template"]["spec"]["containers"][0]["env"],
+    )
+    .unwrap();
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&json!({"name": "LEADER_ELECTION_NAMESPACE", "value": "kube-system"})),
+        "{env}"
+    );
+}
+
+/// The releases the control-plane tests install, each under names of its own (its ClusterRoles,
+/// bindings and ServiceAccount start with the release name) in a namespace of its own, so that
+/// none widens or disturbs the base's objects (whose matrix a parallel test checks) or another's.
+const HELM_E2E_RELEASE: &str = "kubescaler-helm-e2e";
+const HELM_E2E_TOGGLES_RELEASE: &str = "kubescaler-helm-toggles-e2e";
+
+/// [`CAN_I`] for a release in `namespace`: its questions about kubescaler's namespace (`-n
+/// kubescaler`, `namespaces/kubescaler`) asked about `namespace` instead, plus the base's
+/// namespace refused (its Namespace object, its Leases).
+fn can_i_questions_in(namespace: &str) -> Vec<(bool, String)> {
+    let mut questions: Vec<(bool, String)> = can_i_questions(CAN_I)
+        .into_iter()
+        .map(|(want, question)| {
+            let mut words: Vec<String> = Vec::new();
+            for word in question.split_whitespace() {
+                let moved = if word == NAMESPACE && words.last().is_some_and(|w| w == "-n") {
+                    namespace.to_owned()
+                } else if word == format!("namespaces/{NAMESPACE}") {
+                    format!("namespaces/{namespace}")
+                } else {
+                    word.to_owned()
+                };
+                words.push(moved);
+            }
+            (want, words.join(" "))
+        })
+        .collect();
+    for question in [
+        format!("get namespaces/{NAMESPACE}"),
+        format!("create leases.coordination.k8s.io -n {NAMESPACE}"),
+        format!("get leases.coordination.k8s.io/{LEASE} -n {NAMESPACE}"),
+        format!("update leases.coordination.k8s.io/{LEASE} -n {NAMESPACE}"),
+    ] {
+        questions.push((false, question));
+    }
+    questions
+}
+
+/// Renders the chart with the real `helm` as `release` in the namespace of the same name (the
+/// Namespace rendered too, with `sets`), applies it, checks that it passes PodSecurity
+/// `restricted` and that a token of its ServiceAccount gets exactly the answers of `questions`.
+fn assert_helm_release_rbac(
+    d: &Deployed,
+    helm_bin: &Path,
+    release: &str,
+    sets: &[&str],
+    questions: &[(bool, String)],
+) {
+    let namespace = release;
+    let mut sets = sets.to_vec();
+    sets.push("namespace.create=true");
+    let rendered = helm_template(helm_bin, release, namespace, &sets);
+    for key in rendered_objects(&rendered).keys() {
+        let name = key.split_once('/').map_or("", |(_, name)| name);
+        assert!(
+            name == release || name.starts_with(&format!("{release}-")),
+            "{key}: the release {release} would touch an object not its own"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chart.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    let applied = kubectl(&d.admin, &["apply", "-f", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        applied.status.success(),
+        "kubectl apply of the chart as {release}:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("would violate PodSecurity"),
+        "the chart's Deployment breaks PodSecurity restricted:\n{stderr}"
+    );
+    assert_pod_template_admitted(&d.admin, namespace, release, dir.path());
+
+    let user = format!("system:serviceaccount:{namespace}:{release}");
+    let sa_kubeconfig = dir.path().join("kubescaler-helm-sa.kubeconfig");
+    service_account_kubeconfig_in(&d.admin, namespace, release, &user, &sa_kubeconfig);
+    assert_can_i(&sa_kubeconfig, &user, questions);
+}
+
+/// On the control plane: the chart, rendered by the real `helm` as its own release
+/// ([`HELM_E2E_RELEASE`], in its own namespace) and applied, passes PodSecurity `restricted`,
+/// and a token of its ServiceAccount can do exactly what the base's can, in its own namespace
+/// ([`CAN_I`], moved there).
+#[test]
+fn helm_chart_service_account_has_exactly_the_rbac_kubescaler_needs() {
+    let test = "helm_chart_service_account_has_exactly_the_rbac_kubescaler_needs";
+    let Some(d) = deployed(test) else { return };
+    let Some(helm_bin) = prereq::helm_or_skip(test) else {
+        return;
+    };
+    assert_helm_release_rbac(
+        d,
+        &helm_bin,
+        HELM_E2E_RELEASE,
+        &[],
+        &can_i_questions_in(HELM_E2E_RELEASE),
+    );
+}
+
+/// On the control plane: the chart with `agones.enabled` and `clusterapi.enabled` (release
+/// [`HELM_E2E_TOGGLES_RELEASE`]) gives its ServiceAccount exactly the base's rights plus both
+/// components' ([`AGONES_CAN_I`], [`CLUSTERAPI_CAN_I`]), as base + the kustomize components do.
+/// Both CRD sets are installed first: `can-i` resolves resources through discovery.
+#[test]
+fn helm_chart_toggles_give_exactly_the_agones_and_clusterapi_rbac() {
+    let test = "helm_chart_toggles_give_exactly_the_agones_and_clusterapi_rbac";
+    let Some(d) = deployed(test) else { return };
+    let Some(helm_bin) = prereq::helm_or_skip(test) else {
+        return;
+    };
+    let Some(agones_crds) = prereq::agones_crds_or_skip(test) else {
+        return;
+    };
+    let Some(capi_crds) = prereq::capi_crds_or_skip(test) else {
+        return;
+    };
+    install_crds(&d.admin, &agones_crds);
+    install_crds(&d.admin, &capi_crds);
+    let own: Vec<(bool, String)> = can_i_questions(AGONES_CAN_I)
+        .into_iter()
+        .chain(can_i_questions(CLUSTERAPI_CAN_I))
+        .collect();
+    let asked: BTreeSet<&str> = own.iter().map(|(_, q)| q.as_str()).collect();
+    let groups = ["agones.dev", "cluster.x-k8s.io"];
+    let (base_groups, base_rest): (Vec<_>, Vec<_>) = can_i_questions_in(HELM_E2E_TOGGLES_RELEASE)
+        .into_iter()
+        .partition(|(_, q)| groups.iter().any(|g| q.contains(g)));
+    let unasked: Vec<&str> = base_groups
+        .iter()
+        .map(|(_, q)| q.as_str())
+        .filter(|q| !asked.contains(q))
+        .collect();
+    assert!(
+        unasked.is_empty(),
+        "questions of CAN_I about {groups:?} missing from the components' matrices: {unasked:?}"
+    );
+    let mut questions = own;
+    questions.extend(base_rest);
+    assert_helm_release_rbac(
+        d,
+        &helm_bin,
+        HELM_E2E_TOGGLES_RELEASE,
+        &["agones.enabled=true", "clusterapi.enabled=true"],
+        &questions,
+    );
 }
 
 // --- the daemon with only the ServiceAccount's token --------------------------------------

@@ -126,3 +126,32 @@ pub fn capi_crds_or_skip(test: &str) -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// Environment variable naming the `helm` binary (hack/helm.sh builds it and prints its path;
+/// `.ci/run` sets it).
+pub const HELM_ENV: &str = "KUBESCALER_HELM";
+
+/// The `helm` binary of [`HELM_ENV`], or `None` (after saying how to get it) to skip `test`.
+#[allow(dead_code)]
+pub fn helm_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os(HELM_ENV)
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from);
+    if let Some(path) = path.as_ref().filter(|p| p.is_file()) {
+        return Some(path.clone());
+    }
+    skip(
+        test,
+        "helm (KUBESCALER_HELM)",
+        &format!(
+            "{}: run `export {HELM_ENV}=$(bash hack/helm.sh | tail -n1)` (it builds helm.sh/helm/v4 \
+             from the Go module proxy into a cache outside the repo) then the tests again (.ci/run \
+             does)",
+            match &path {
+                Some(p) => format!("{} is not a file", p.display()),
+                None => format!("{HELM_ENV} is not set"),
+            }
+        ),
+    );
+    None
+}
