@@ -34,70 +34,33 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use doks_fake::{FakeDoks, FakeOptions, PoolSpec};
+use doks_fake::FakeOptions;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::Client;
 use serde_json::json;
 
 mod cluster;
+use cluster::cloud::unique_id;
 use cluster::{client_or_skip, kubeconfig_or_skip, prereq};
+mod deploy_support;
+use deploy_support::{
+    assert_no_rejected_requests, create_server, delete_server, forbidden_lines, free_port,
+    http_get, kubectl, kubectl_ok, pool_nodes, print_log_tail, repo, servers, servers_bound,
+    service_account_token, start_fake_with_pool, NAMESPACE, POOL_LABEL, SA_USER, SERVICE_ACCOUNT,
+    WAIT, WHOAMI,
+};
 
-/// The namespace, ServiceAccount and Lease names of `deploy/`.
-const NAMESPACE: &str = "kubescaler";
-const SERVICE_ACCOUNT: &str = "kubescaler";
+/// The Lease name of `deploy/` (in [`NAMESPACE`]).
 const LEASE: &str = "kubescaler";
-/// The ServiceAccount's user name as the API server sees it.
-const SA_USER: &str = "system:serviceaccount:kubescaler:kubescaler";
-/// Label of the test pool's nodes (value: the test's id), the daemon's node selector.
-const POOL_LABEL: &str = "kubescaler-e2e/pool";
-/// Where the test's game server pods live.
-const POD_NAMESPACE: &str = "default";
-/// A DigitalOcean size the fake knows: 3900m allocatable, so three 1-CPU servers a node.
-const NODE_SIZE: &str = "s-4vcpu-8gb";
-/// Generous waits for a busy 2-core machine.
-const WAIT: Duration = Duration::from_secs(120);
 const LEASE_DURATION_SEC: u64 = 5;
-
-/// The checkout under test: cargo runs tests from the package root. Read at run time, not
-/// fixed at build time, so a target dir shared between clones tests each clone's own files.
-fn repo() -> std::path::PathBuf {
-    std::env::current_dir().unwrap_or_else(|e| panic!("current dir: {e}"))
-}
-
-// --- kubectl ------------------------------------------------------------------------------
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e} (kubectl must be on PATH)"))
-}
-
-/// Runs kubectl and returns its stdout; panics with its stderr when it fails.
-fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> String {
-    let out = kubectl(kubeconfig, args);
-    assert!(
-        out.status.success(),
-        "kubectl {} failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What every test of this file shares: the manifests applied once, and a kubeconfig holding
 /// only a token of kubescaler's ServiceAccount.
@@ -121,36 +84,14 @@ fn deploy(admin: PathBuf) -> Deployed {
     let base = base.to_str().unwrap();
     // The kustomize base renders (the same check as `kubectl kustomize deploy/` in CI).
     let rendered = kubectl_ok(&admin, &["kustomize", base]);
-    for kind in [
-        "Namespace",
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "ConfigMap",
-        "Deployment",
-    ] {
-        assert!(
-            rendered.contains(&format!("\nkind: {kind}\n")),
-            "kubectl kustomize deploy/ renders no {kind}:\n{rendered}"
-        );
-    }
+    let what = "kubectl kustomize deploy/";
+    assert_renders_kinds(&rendered, &["Namespace"], what);
+    assert_renders_kinds(&rendered, &BASE_KINDS, what);
     assert!(
         !rendered.contains("\nkind: Secret\n"),
         "the base must not ship a Secret (secret-example.yaml is an example only)"
     );
-    let applied = kubectl(&admin, &["apply", "-k", base]);
-    let stderr = String::from_utf8_lossy(&applied.stderr);
-    assert!(
-        applied.status.success(),
-        "kubectl apply -k deploy/:\n{stderr}"
-    );
-    // A PodSecurity warning would mean the pod template breaks the namespace's level.
-    assert!(
-        !stderr.contains("would violate PodSecurity"),
-        "the Deployment breaks PodSecurity restricted:\n{stderr}"
-    );
+    apply_within_pod_security(&admin, &["apply", "-k", base], "deploy/");
     // The example Secret (placeholder value), so that there is a Secret to be refused.
     let example = repo().join("deploy/secret-example.yaml");
     let example_text = std::fs::read_to_string(&example).unwrap();
@@ -174,6 +115,45 @@ fn deploy(admin: PathBuf) -> Deployed {
     }
 }
 
+/// The kinds of the base's objects (but its Namespace, which the chart renders only with
+/// `namespace.create`): what both `deploy/` and the chart must render.
+const BASE_KINDS: [&str; 7] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Deployment",
+];
+
+/// Asserts that `rendered` (`what`'s rendering) holds an object of each of `kinds`.
+fn assert_renders_kinds(rendered: &str, kinds: &[&str], what: &str) {
+    for kind in kinds {
+        assert!(
+            rendered.contains(&format!("\nkind: {kind}\n")),
+            "{what} renders no {kind}:\n{rendered}"
+        );
+    }
+}
+
+/// `kubectl apply args...` (`args` start with `apply`), which must succeed without a
+/// PodSecurity warning: one would mean the pod template of `what`'s Deployment breaks the
+/// namespace's level (a Deployment is only warned about, its Pods would be refused).
+fn apply_within_pod_security(admin: &Path, args: &[&str], what: &str) {
+    let applied = kubectl(admin, args);
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        applied.status.success(),
+        "kubectl {} ({what}):\n{stderr}",
+        args.join(" ")
+    );
+    assert!(
+        !stderr.contains("would violate PodSecurity"),
+        "the Deployment of {what} breaks PodSecurity restricted:\n{stderr}"
+    );
+}
+
 /// Writes to `out` a kubeconfig holding only a token (TokenRequest) of the ServiceAccount
 /// `service_account` of [`NAMESPACE`], and checks that the API server sees it as `user`.
 fn service_account_kubeconfig(admin: &Path, service_account: &str, user: &str, out: &Path) {
@@ -188,27 +168,9 @@ fn service_account_kubeconfig_in(
     user: &str,
     out: &Path,
 ) {
-    let token = kubectl_ok(
-        admin,
-        &[
-            "create",
-            "token",
-            service_account,
-            "-n",
-            namespace,
-            "--duration=2h",
-        ],
-    );
-    write_token_kubeconfig(admin, token.trim(), out);
-    let whoami = kubectl_ok(
-        out,
-        &[
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username}",
-        ],
-    );
+    let token = service_account_token(admin, namespace, service_account, "2h");
+    write_token_kubeconfig(admin, &token, out);
+    let whoami = kubectl_ok(out, WHOAMI);
     assert_eq!(
         whoami.trim(),
         user,
@@ -1125,23 +1087,41 @@ fn assert_component_rbac(
         .join(format!("kubescaler-{component}-sa.kubeconfig"));
     service_account_kubeconfig(&d.admin, &service_account, &user, &sa_kubeconfig);
 
-    let own = can_i_questions(matrix);
+    let questions = with_base_questions(
+        can_i_questions(matrix),
+        can_i_questions(CAN_I),
+        &[group],
+        &format!("the {component} matrix"),
+    );
+    assert_can_i(&sa_kubeconfig, &user, &questions);
+}
+
+/// `own` (the questions of components' matrices) plus every question of `base` (the base's
+/// matrix) not about one of `groups`, yes and no: the base's rights neither lost nor widened.
+/// Each question of `base` about `groups` must be in `own` too (`what` names it), so that none
+/// goes unchecked.
+fn with_base_questions(
+    own: Vec<(bool, String)>,
+    base: Vec<(bool, String)>,
+    groups: &[&str],
+    what: &str,
+) -> Vec<(bool, String)> {
     let asked: BTreeSet<&str> = own.iter().map(|(_, q)| q.as_str()).collect();
-    let (base_group, base_rest): (Vec<_>, Vec<_>) = can_i_questions(CAN_I)
+    let (base_groups, base_rest): (Vec<_>, Vec<_>) = base
         .into_iter()
-        .partition(|(_, q)| q.contains(group));
-    let unasked: Vec<&str> = base_group
+        .partition(|(_, q)| groups.iter().any(|g| q.contains(g)));
+    let unasked: Vec<&str> = base_groups
         .iter()
         .map(|(_, q)| q.as_str())
         .filter(|q| !asked.contains(q))
         .collect();
     assert!(
         unasked.is_empty(),
-        "{group} questions of CAN_I missing from the {component} matrix: {unasked:?}"
+        "questions of CAN_I about {groups:?} missing from {what}: {unasked:?}"
     );
     let mut questions = own;
     questions.extend(base_rest);
-    assert_can_i(&sa_kubeconfig, &user, &questions);
+    questions
 }
 
 // --- the Helm chart (deploy/helm/kubescaler/) ----------------------------------------------
@@ -1209,6 +1189,40 @@ fn chart_toggles(components: &[&str]) -> Vec<String> {
         .iter()
         .map(|c| format!("{c}.enabled=true"))
         .collect()
+}
+
+/// The chart's objects (by `Kind/name`) as release [`CHART_BASE_RELEASE`] in [`NAMESPACE`],
+/// whose names are the base's, with `sets`.
+fn chart_objects(helm_bin: &Path, sets: &[&str]) -> BTreeMap<String, serde_yaml::Value> {
+    rendered_objects(&helm_template(
+        helm_bin,
+        CHART_BASE_RELEASE,
+        NAMESPACE,
+        sets,
+    ))
+}
+
+/// What a test compares: the objects of base + `components` as kustomize renders them, and
+/// the chart's ([`chart_objects`]) with those components' toggles and `sets`; with the chart's
+/// `--set`s, for its messages.
+fn kustomize_and_chart(
+    helm_bin: &Path,
+    components: &[&str],
+    sets: &[&str],
+) -> (
+    BTreeMap<String, serde_yaml::Value>,
+    BTreeMap<String, serde_yaml::Value>,
+    Vec<String>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = rendered_objects(&kustomize(components_overlay(dir.path(), components)));
+    let mut all = chart_toggles(components);
+    all.extend(sets.iter().map(|s| (*s).to_owned()));
+    let chart = chart_objects(
+        helm_bin,
+        &all.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    (base, chart, all)
 }
 
 /// Writes into `dir` an overlay of the base with every component of `components` (none: the
@@ -1418,6 +1432,16 @@ fn check_config_of(
         .unwrap_or_else(|e| panic!("check-config's YAML: {e}\n{stdout}")))
 }
 
+/// Every configuration key (`config::KEYS`) but the token: what the chart's values.yaml and
+/// its config.yaml must hold (the token comes from the Secret instead).
+fn config_keys_but_the_token() -> BTreeSet<&'static str> {
+    kubescaler::config::KEYS
+        .iter()
+        .copied()
+        .filter(|k| *k != kubescaler::config::TOKEN_KEY)
+        .collect()
+}
+
 /// The chart's `values.yaml` has an entry under `config:` for every configuration key
 /// (`config::KEYS`) but the token, and no other: a key added to kubescaler must get its value
 /// (and comment) in the chart. Needs no helm.
@@ -1430,11 +1454,7 @@ fn helm_values_config_has_every_config_key_but_the_token() {
         .as_mapping()
         .expect("values.yaml has a config: mapping");
     let in_values: BTreeSet<&str> = config.keys().map(|k| k.as_str().unwrap()).collect();
-    let wanted: BTreeSet<&str> = kubescaler::config::KEYS
-        .iter()
-        .copied()
-        .filter(|k| *k != kubescaler::config::TOKEN_KEY)
-        .collect();
+    let wanted = config_keys_but_the_token();
     let missing: Vec<_> = wanted.difference(&in_values).collect();
     let unknown: Vec<_> = in_values.difference(&wanted).collect();
     assert!(
@@ -1491,20 +1511,7 @@ fn helm_chart_lints_and_is_versioned_as_the_crate() {
         );
     }
     let rendered = helm_template(&helm_bin, CHART_BASE_RELEASE, NAMESPACE, &[]);
-    for kind in [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "ConfigMap",
-        "Deployment",
-    ] {
-        assert!(
-            rendered.contains(&format!("\nkind: {kind}\n")),
-            "helm template renders no {kind}:\n{rendered}"
-        );
-    }
+    assert_renders_kinds(&rendered, &BASE_KINDS, "helm template");
     assert!(
         !rendered.contains("\nkind: Secret\n") && !rendered.contains("\nkind: Namespace\n"),
         "by default the chart renders no Secret (the token Secret is the user's) and no \
@@ -1529,16 +1536,7 @@ fn helm_chart_rbac_rules_equal_the_kustomize_base_and_components() {
         &["clusterapi"][..],
         &["agones", "clusterapi"][..],
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let base = rendered_objects(&kustomize(components_overlay(dir.path(), components)));
-        let sets = chart_toggles(components);
-        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-        let chart = rendered_objects(&helm_template(
-            &helm_bin,
-            CHART_BASE_RELEASE,
-            NAMESPACE,
-            &sets,
-        ));
+        let (base, chart, sets) = kustomize_and_chart(&helm_bin, components, &[]);
         let base_rules = rbac_rules(&base);
         assert!(!base_rules.is_empty());
         assert_eq!(
@@ -1594,17 +1592,8 @@ fn helm_chart_default_rendering_is_the_kustomize_base() {
         return;
     };
     for components in [&[][..], &["agones"][..], &["clusterapi"][..]] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut base = rendered_objects(&kustomize(components_overlay(dir.path(), components)));
-        let mut sets = chart_toggles(components);
-        sets.push("namespace.create=true".into());
-        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-        let mut chart = rendered_objects(&helm_template(
-            &helm_bin,
-            CHART_BASE_RELEASE,
-            NAMESPACE,
-            &sets,
-        ));
+        let (mut base, mut chart, sets) =
+            kustomize_and_chart(&helm_bin, components, &["namespace.create=true"]);
 
         let key = "ConfigMap/kubescaler-config";
         let (base_cm, chart_cm) = (base.remove(key).unwrap(), chart.remove(key).unwrap());
@@ -1669,11 +1658,7 @@ fn helm_chart_config_holds_every_key_and_passes_check_config() {
         let config = config_of(configmap);
         let keys: BTreeSet<&str> = config.keys().map(|k| k.as_str().unwrap()).collect();
         let clusterapi = sets.contains(&"clusterapi.enabled=true");
-        let wanted: BTreeSet<&str> = kubescaler::config::KEYS
-            .iter()
-            .copied()
-            .filter(|k| *k != kubescaler::config::TOKEN_KEY)
-            .collect();
+        let wanted = config_keys_but_the_token();
         assert_eq!(
             keys, wanted,
             "the chart's config.yaml ({sets:?}) must hold every key of config::KEYS but the token"
@@ -1742,27 +1727,23 @@ fn helm_chart_refuses_the_token_in_values_and_unsafe_leader_election() {
             Err(stderr) => assert!(stderr.contains(says), "helm template {sets:?}: {stderr}"),
         }
     }
-    let single = rendered_objects(&helm_template(
+    let single = chart_objects(
         &helm_bin,
-        CHART_BASE_RELEASE,
-        NAMESPACE,
         &["config.leader-election=false", "replicaCount=1"],
-    ));
+    );
     assert!(
         !single.contains_key("Role/kubescaler-leader-election")
             && !single.contains_key("RoleBinding/kubescaler-leader-election"),
         "without leader election the chart must not grant Leases"
     );
     // A renamed Lease in another namespace: the Role follows both, the env names the namespace.
-    let moved = rendered_objects(&helm_template(
+    let moved = chart_objects(
         &helm_bin,
-        CHART_BASE_RELEASE,
-        NAMESPACE,
         &[
             "config.leader-election-namespace=kube-system",
             "config.leader-election-lease-name=scaler",
         ],
-    ));
+    );
     let role = &moved["Role/kubescaler-leader-election"];
     assert_eq!(role["metadata"]["namespace"], "kube-system");
     assert_eq!(role["rules"][1]["resourceNames"][0], "scaler");
@@ -1840,15 +1821,10 @@ fn assert_helm_release_rbac(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("chart.yaml");
     std::fs::write(&file, &rendered).unwrap();
-    let applied = kubectl(&d.admin, &["apply", "-f", file.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&applied.stderr);
-    assert!(
-        applied.status.success(),
-        "kubectl apply of the chart as {release}:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("would violate PodSecurity"),
-        "the chart's Deployment breaks PodSecurity restricted:\n{stderr}"
+    apply_within_pod_security(
+        &d.admin,
+        &["apply", "-f", file.to_str().unwrap()],
+        &format!("the chart as {release}"),
     );
     assert_pod_template_admitted(&d.admin, namespace, release, dir.path());
 
@@ -1897,26 +1873,15 @@ fn helm_chart_toggles_give_exactly_the_agones_and_clusterapi_rbac() {
     };
     install_crds(&d.admin, &agones_crds);
     install_crds(&d.admin, &capi_crds);
-    let own: Vec<(bool, String)> = can_i_questions(AGONES_CAN_I)
-        .into_iter()
-        .chain(can_i_questions(CLUSTERAPI_CAN_I))
-        .collect();
-    let asked: BTreeSet<&str> = own.iter().map(|(_, q)| q.as_str()).collect();
-    let groups = ["agones.dev", "cluster.x-k8s.io"];
-    let (base_groups, base_rest): (Vec<_>, Vec<_>) = can_i_questions_in(HELM_E2E_TOGGLES_RELEASE)
-        .into_iter()
-        .partition(|(_, q)| groups.iter().any(|g| q.contains(g)));
-    let unasked: Vec<&str> = base_groups
-        .iter()
-        .map(|(_, q)| q.as_str())
-        .filter(|q| !asked.contains(q))
-        .collect();
-    assert!(
-        unasked.is_empty(),
-        "questions of CAN_I about {groups:?} missing from the components' matrices: {unasked:?}"
+    let questions = with_base_questions(
+        can_i_questions(AGONES_CAN_I)
+            .into_iter()
+            .chain(can_i_questions(CLUSTERAPI_CAN_I))
+            .collect(),
+        can_i_questions_in(HELM_E2E_TOGGLES_RELEASE),
+        &["agones.dev", "cluster.x-k8s.io"],
+        "the components' matrices",
     );
-    let mut questions = own;
-    questions.extend(base_rest);
     assert_helm_release_rbac(
         d,
         &helm_bin,
@@ -2026,48 +1991,12 @@ impl Drop for Daemon {
             let _ = std::fs::copy(&self.log, keep.join(format!("{}.log", self.name)));
         }
         if std::thread::panicking() {
-            let text = self.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            let _ = writeln!(
-                std::io::stderr(),
-                "--- last {} lines of kubescaler {} ({}) ---\n{}",
-                tail.len(),
-                self.name,
-                self.log.display(),
-                tail.join("\n")
+            print_log_tail(
+                &format!("kubescaler {} ({})", self.name, self.log.display()),
+                &self.log_text(),
             );
         }
     }
-}
-
-/// Lines of a daemon's log that say it was refused by the API server's authorizer.
-fn forbidden_lines(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("forbidden") || l.contains(" 403") || l.contains("code: 403")
-        })
-        .map(str::to_owned)
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn http_get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let resp = client.get(url).send().await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.unwrap_or_default()))
 }
 
 async fn lease_holder(admin: &Client) -> Option<String> {
@@ -2079,71 +2008,6 @@ async fn lease_holder(admin: &Client) -> Option<String> {
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
         .filter(|h| !h.is_empty())
-}
-
-/// The pool's nodes (by the test's pool label): name → unschedulable.
-async fn pool_nodes(admin: &Client, id: &str) -> BTreeMap<String, bool> {
-    Api::<Node>::all(admin.clone())
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={id}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|n| {
-            let cordoned = n
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false);
-            (n.metadata.name.unwrap_or_default(), cordoned)
-        })
-        .collect()
-}
-
-/// The test's server pods: name → node (None while pending).
-async fn servers(admin: &Client, id: &str) -> BTreeMap<String, Option<String>> {
-    Api::<Pod>::namespaced(admin.clone(), POD_NAMESPACE)
-        .list(&ListParams::default().labels(&format!("app={id}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| {
-            (
-                p.metadata.name.unwrap_or_default(),
-                p.spec.and_then(|s| s.node_name),
-            )
-        })
-        .collect()
-}
-
-async fn create_server(admin: &Client, id: &str, name: &str) {
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": id}},
-        "spec": {
-            "nodeSelector": {POOL_LABEL: id},
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{
-                "name": "game",
-                "image": "registry.invalid/game-server:e2e",
-                "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
-            }],
-        },
-    }))
-    .unwrap();
-    Api::<Pod>::namespaced(admin.clone(), POD_NAMESPACE)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
-}
-
-async fn delete_server(admin: &Client, name: &str) {
-    let _ = Api::<Pod>::namespaced(admin.clone(), POD_NAMESPACE)
-        .delete(name, &DeleteParams::default().grace_period(0))
-        .await;
 }
 
 /// The Events the given reporting instances recorded (events.k8s.io/v1 sees core v1 ones
@@ -2219,11 +2083,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
     let Some(admin) = client_or_skip(test).await else {
         return;
     };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let id = format!("deploy-{}-{nanos}", std::process::id());
+    let id = unique_id("deploy");
     let dir = tempfile::tempdir().unwrap();
 
     // A Lease left by an earlier run (a killed replica does not release it) would only delay
@@ -2234,26 +2094,14 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
 
     // The cloud: a DOKS fake registering its nodes in the control plane, one node to start.
     let token = format!("e2e-token-{id}");
-    let fake = FakeDoks::start(FakeOptions {
-        token: token.clone(),
-        kube: Some(admin.clone()),
-        server_pod_selector: Some(format!("app={id}")),
-        boot_delay: Duration::from_secs(1),
-        ..FakeOptions::default()
-    })
-    .await
-    .expect("start the DOKS fake");
-    let cluster_id = fake.add_cluster(&id);
-    let pool_id = fake
-        .add_pool(
-            &cluster_id,
-            PoolSpec::new(format!("{id}-pool"), NODE_SIZE, 1).label(POOL_LABEL, &id),
-        )
-        .await
-        .expect("add the pool");
-    cluster::eventually("the pool's first node", WAIT, || async {
-        (pool_nodes(&admin, &id).await.len() == 1).then_some(())
-    })
+    let (fake, cluster_id, pool_id) = start_fake_with_pool(
+        &admin,
+        &id,
+        FakeOptions {
+            token: token.clone(),
+            ..FakeOptions::default()
+        },
+    )
     .await;
 
     let token_file = dir.path().join("token");
@@ -2291,19 +2139,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
     for name in &names {
         create_server(&admin, &id, name).await;
     }
-    let placement = cluster::eventually(
-        "5 servers bound by the scheduler on 3 nodes",
-        WAIT,
-        || async {
-            let nodes = pool_nodes(&admin, &id).await;
-            let servers = servers(&admin, &id).await;
-            let bound: Option<Vec<String>> = servers.values().cloned().collect();
-            let bound = bound?;
-            (nodes.len() == 3 && bound.len() == 5 && bound.iter().all(|n| nodes.contains_key(n)))
-                .then_some(servers)
-        },
-    )
-    .await;
+    let placement = servers_bound(&admin, &id, 5, 3).await;
     eprintln!("after scale-up: {placement:?}");
     let pool = fake.pool(&cluster_id, &pool_id).expect("the pool");
     assert_eq!(pool.count, 3, "the pool's count after scale-up");
@@ -2426,16 +2262,7 @@ async fn two_replicas_with_only_the_service_account_scale_up_and_down() {
         "fake's Kubernetes errors: {:?}",
         fake.kube_errors()
     );
-    let rejected: Vec<String> = fake
-        .requests()
-        .iter()
-        .filter(|r| r.rejection.is_some())
-        .map(ToString::to_string)
-        .collect();
-    assert!(
-        rejected.is_empty(),
-        "requests the DOKS API would refuse: {rejected:?}"
-    );
+    assert_no_rejected_requests(&fake);
     let standby_log = standby.log_text();
     for (name, log) in [("old leader", &old_log), ("new leader", &standby_log)] {
         let forbidden = forbidden_lines(log);

@@ -26,16 +26,20 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use doks_fake::{FakeDoks, FakeOptions, PoolSpec};
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::Client;
+use doks_fake::FakeOptions;
 use serde_json::{json, Value};
 
 mod cluster;
+use cluster::cloud::unique_id;
 use cluster::{client_or_skip, kubeconfig_or_skip, prereq};
+mod deploy_support;
+use deploy_support::{
+    assert_no_rejected_requests, create_server, delete_server, forbidden_lines, free_port,
+    http_get, kubectl_ok, print_log_tail, repo, servers_bound, service_account_token,
+    start_fake_with_pool, NAMESPACE, POOL_LABEL, SA_USER, SERVICE_ACCOUNT, WAIT, WHOAMI,
+};
 
 /// `<layout dir>:<tag>`, printed by `hack/image.sh`.
 const IMAGE_ENV: &str = "KUBESCALER_IMAGE";
@@ -45,33 +49,11 @@ const UMOCI_ENV: &str = "KUBESCALER_UMOCI";
 const RUNC_ENV: &str = "KUBESCALER_RUNC";
 /// The uid and gid of distroless' `nonroot`, which the Dockerfile's `USER` names.
 const NONROOT: u32 = 65532;
-/// `deploy/`'s namespace and ServiceAccount.
-const NAMESPACE: &str = "kubescaler";
-const SERVICE_ACCOUNT: &str = "kubescaler";
-const SA_USER: &str = "system:serviceaccount:kubescaler:kubescaler";
 /// Where a pod has its ServiceAccount token, and where `deploy/` mounts the config and the
 /// cloud token.
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const CONFIG_DIR: &str = "/etc/kubescaler";
 const CLOUD_TOKEN_DIR: &str = "/var/run/secrets/kubescaler";
-/// Label of the test pool's nodes (value: the test's id), the daemon's node selector.
-const POOL_LABEL: &str = "kubescaler-e2e/pool";
-/// A size the fake knows: 3900m allocatable, three 1-CPU servers a node.
-const NODE_SIZE: &str = "s-4vcpu-8gb";
-/// Generous waits for a busy 2-core machine.
-const WAIT: Duration = Duration::from_secs(120);
-
-fn repo() -> PathBuf {
-    std::env::current_dir().unwrap_or_else(|e| panic!("current dir: {e}"))
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{tag}-{}-{nanos}", std::process::id())
-}
 
 // --- prerequisites ---------------------------------------------------------------------------
 
@@ -167,15 +149,6 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    run_ok(
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args),
-    )
-}
-
 /// The files a pod's ServiceAccount volume holds, written to `dir`.
 struct ServiceAccountFiles {
     dir: PathBuf,
@@ -189,18 +162,8 @@ struct ServiceAccountFiles {
 /// cluster's CA, the namespace.
 fn service_account_files(admin: &Path, dir: &Path) -> ServiceAccountFiles {
     std::fs::create_dir(dir).unwrap();
-    let token = kubectl(
-        admin,
-        &[
-            "create",
-            "token",
-            SERVICE_ACCOUNT,
-            "-n",
-            NAMESPACE,
-            "--duration=1h",
-        ],
-    );
-    let ca_b64 = kubectl(
+    let token = service_account_token(admin, NAMESPACE, SERVICE_ACCOUNT, "1h");
+    let ca_b64 = kubectl_ok(
         admin,
         &[
             "config",
@@ -225,7 +188,7 @@ fn service_account_files(admin: &Path, dir: &Path) -> ServiceAccountFiles {
         .unwrap();
     let ca = child.wait_with_output().unwrap();
     assert!(ca.status.success(), "decode the cluster CA");
-    let server = kubectl(
+    let server = kubectl_ok(
         admin,
         &[
             "config",
@@ -240,7 +203,6 @@ fn service_account_files(admin: &Path, dir: &Path) -> ServiceAccountFiles {
         .strip_prefix("https://127.0.0.1:")
         .unwrap_or_else(|| panic!("the API server is not on https://127.0.0.1:<port>: {server}"))
         .to_owned();
-    let token = token.trim().to_owned();
     std::fs::write(dir.join("token"), &token).unwrap();
     std::fs::write(dir.join("ca.crt"), &ca.stdout).unwrap();
     std::fs::write(dir.join("namespace"), NAMESPACE).unwrap();
@@ -470,16 +432,7 @@ impl Drop for Container {
         }
         let _ = self.runc(&["delete", "--force", &self.id]);
         if std::thread::panicking() {
-            let text = self.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            let _ = writeln!(
-                std::io::stderr(),
-                "--- last {} lines of container {} ---\n{}",
-                tail.len(),
-                self.id,
-                tail.join("\n")
-            );
+            print_log_tail(&format!("container {}", self.id), &self.log_text());
         }
     }
 }
@@ -612,7 +565,7 @@ fn image_is_the_dockerfiles_final_stage_and_starts_as_nonroot() {
     // The Dockerfile's `RUN ["/kubescaler", "--version"]`, as the final user.
     harden(&mut runtime, &["/kubescaler", "--version"], &[], &[]);
     write_json(&bundle.join("config.json"), &runtime);
-    let mut container = Container::run(&tools.runc, dir.path(), &bundle, &unique("ks-version"));
+    let mut container = Container::run(&tools.runc, dir.path(), &bundle, &unique_id("ks-version"));
     let status = container
         .wait(Duration::from_secs(60))
         .expect("kubescaler --version in the container to end");
@@ -642,11 +595,11 @@ async fn image_under_runc_with_only_the_service_account_is_ready_and_scales_up()
     let Some(admin) = client_or_skip(test).await else {
         return;
     };
-    let id = unique("image");
+    let id = unique_id("image");
     let dir = tempfile::tempdir().unwrap();
     // deploy/ as `kubectl apply -k` makes it (the same content tests/e2e_deploy.rs applies):
     // the ServiceAccount and its RBAC. Then what the kubelet would mount for it.
-    kubectl(
+    kubectl_ok(
         &admin_path,
         &["apply", "-k", repo().join("deploy").to_str().unwrap()],
     );
@@ -655,27 +608,15 @@ async fn image_under_runc_with_only_the_service_account_is_ready_and_scales_up()
 
     // The cloud: a DOKS fake registering its nodes, one to start.
     let cloud_token = format!("image-token-{id}");
-    let fake = FakeDoks::start(FakeOptions {
-        spec_path,
-        token: cloud_token.clone(),
-        kube: Some(admin.clone()),
-        server_pod_selector: Some(format!("app={id}")),
-        boot_delay: Duration::from_secs(1),
-        ..FakeOptions::default()
-    })
-    .await
-    .expect("start the DOKS fake");
-    let cluster_id = fake.add_cluster(&id);
-    let pool_id = fake
-        .add_pool(
-            &cluster_id,
-            PoolSpec::new(format!("{id}-pool"), NODE_SIZE, 1).label(POOL_LABEL, &id),
-        )
-        .await
-        .expect("add the pool");
-    cluster::eventually("the pool's first node", WAIT, || async {
-        (pool_nodes(&admin, &id).await.len() == 1).then_some(())
-    })
+    let (fake, cluster_id, pool_id) = start_fake_with_pool(
+        &admin,
+        &id,
+        FakeOptions {
+            spec_path,
+            token: cloud_token.clone(),
+            ..FakeOptions::default()
+        },
+    )
     .await;
 
     // The Secret and the ConfigMap of deploy/, as files.
@@ -828,12 +769,7 @@ async fn image_under_runc_with_only_the_service_account_is_ready_and_scales_up()
             .arg(sa_dir.join("ca.crt"))
             .arg("--token")
             .arg(&token)
-            .args([
-                "auth",
-                "whoami",
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ]),
+            .args(WHOAMI),
     );
     assert_eq!(whoami.trim(), SA_USER);
 
@@ -849,19 +785,7 @@ async fn image_under_runc_with_only_the_service_account_is_ready_and_scales_up()
     })
     .await;
     let scale_up_in = servers_at.elapsed();
-    let placement = cluster::eventually(
-        "4 servers bound by the scheduler on 2 pool nodes",
-        WAIT,
-        || async {
-            let nodes = pool_nodes(&admin, &id).await;
-            let servers = servers(&admin, &id).await;
-            let bound: Option<Vec<String>> = servers.values().cloned().collect();
-            let bound = bound?;
-            (nodes.len() == 2 && bound.len() == 4 && bound.iter().all(|n| nodes.contains_key(n)))
-                .then_some(servers)
-        },
-    )
-    .await;
+    let placement = servers_bound(&admin, &id, 4, 2).await;
     let bound_in = servers_at.elapsed();
     assert_eq!(
         fake.pool(&cluster_id, &pool_id).map(|p| p.count),
@@ -869,24 +793,8 @@ async fn image_under_runc_with_only_the_service_account_is_ready_and_scales_up()
         "the pool's count after the scale-up"
     );
     assert_eq!(fake.lost_servers(), 0);
-    let rejected: Vec<String> = fake
-        .requests()
-        .iter()
-        .filter(|r| r.rejection.is_some())
-        .map(ToString::to_string)
-        .collect();
-    assert!(
-        rejected.is_empty(),
-        "requests the DOKS API would refuse: {rejected:?}"
-    );
-    let log = container.log_text();
-    let forbidden: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("forbidden") || l.contains(" 403") || l.contains("code: 403")
-        })
-        .collect();
+    assert_no_rejected_requests(&fake);
+    let forbidden = forbidden_lines(&container.log_text());
     assert!(
         forbidden.is_empty(),
         "refused by RBAC:\n{}",
@@ -925,9 +833,7 @@ async fn image_under_runc_with_only_the_service_account_is_ready_and_scales_up()
     );
     let _ = std::io::stderr().write_all(figures.as_bytes());
     for name in &names {
-        let _ = Api::<Pod>::namespaced(admin.clone(), "default")
-            .delete(name, &DeleteParams::default().grace_period(0))
-            .await;
+        delete_server(&admin, name).await;
     }
     fake.shutdown().await;
 }
@@ -961,77 +867,4 @@ log-format: text
 log-level: info
 "
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn http_get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let resp = client.get(url).send().await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.unwrap_or_default()))
-}
-
-/// The pool's nodes (by the test's pool label): name → unschedulable.
-async fn pool_nodes(admin: &Client, id: &str) -> BTreeMap<String, bool> {
-    Api::<Node>::all(admin.clone())
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={id}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|n| {
-            let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
-            (n.metadata.name.unwrap_or_default(), cordoned)
-        })
-        .collect()
-}
-
-/// The test's server pods: name → node (None while pending).
-async fn servers(admin: &Client, id: &str) -> BTreeMap<String, Option<String>> {
-    Api::<Pod>::namespaced(admin.clone(), "default")
-        .list(&ListParams::default().labels(&format!("app={id}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| {
-            (
-                p.metadata.name.unwrap_or_default(),
-                p.spec.and_then(|s| s.node_name),
-            )
-        })
-        .collect()
-}
-
-async fn create_server(admin: &Client, id: &str, name: &str) {
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": id}},
-        "spec": {
-            "nodeSelector": {POOL_LABEL: id},
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{
-                "name": "game",
-                "image": "registry.invalid/game-server:e2e",
-                "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
-            }],
-        },
-    }))
-    .unwrap();
-    Api::<Pod>::namespaced(admin.clone(), "default")
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
 }
