@@ -29,6 +29,11 @@ use crate::provider;
 use crate::quantity;
 use crate::selector::{self, LabelSelector};
 
+mod keys;
+pub use keys::{
+    core_key, core_keys, readme_table, Key, KeyDefault, KeyKind, CORE_KEYS_HEAD, CORE_KEYS_TAIL,
+};
+
 /// The cloud API token. Its `Debug`, `Display` and `Serialize` never show the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretToken(String);
@@ -210,62 +215,12 @@ pub const DEFAULT_CONFIG_FILE: &str = "config.yaml";
 /// `digitalocean-api-url`...) after `node-pool-name`.
 pub const KEYS: &[&str] = &ALL_KEYS;
 
-/// The core keys before the provider settings.
-const CORE_KEYS_HEAD: &[&str] = &[
-    "cloud-provider",
-    "cloud-provider-token",
-    "cloud-provider-token-file",
-    "cluster-name",
-    "node-pool-name",
-];
-
-/// The core keys after the provider settings.
-const CORE_KEYS_TAIL: &[&str] = &[
-    "node-selector",
-    "cluster-kube-config-master-url",
-    "cluster-kube-config-path",
-    "minimum-node-pool-size",
-    "maximum-node-pool-size",
-    "server-pod-label-name",
-    "server-pod-label-value",
-    "buffer-slot-size",
-    "buffer-policy",
-    "target-instant-start",
-    "buffer-schedule",
-    "scale-loop-tick-sec",
-    "server-cpu-resource-request",
-    "server-memory-resource-request",
-    "server-pod-tolerations",
-    "server-source",
-    "agones-namespaces",
-    "agones-fleets",
-    "agones-compaction-per-minute",
-    "agones-buffer",
-    "scale-down-delay-after-add-sec",
-    "scale-down-unneeded-sec",
-    "empty-node-expiration-sec",
-    "node-boot-timeout-sec",
-    "expected-node-boot-sec",
-    "dry-run",
-    "log-format",
-    "log-level",
-    "node-template-cpu",
-    "node-template-memory",
-    "node-template-pods",
-    "http-listen-address",
-    "leader-election",
-    "leader-election-namespace",
-    "leader-election-lease-name",
-    "leader-election-lease-duration-sec",
-    "leader-election-identity",
-];
-
 const ALL_KEYS: [&str; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEYS_TAIL.len()] = {
     let mut keys = [""; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEYS_TAIL.len()];
     let mut n = 0;
     let mut i = 0;
     while i < CORE_KEYS_HEAD.len() {
-        keys[n] = CORE_KEYS_HEAD[i];
+        keys[n] = CORE_KEYS_HEAD[i].name;
         n += 1;
         i += 1;
     }
@@ -282,7 +237,7 @@ const ALL_KEYS: [&str; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEY
     }
     let mut i = 0;
     while i < CORE_KEYS_TAIL.len() {
-        keys[n] = CORE_KEYS_TAIL[i];
+        keys[n] = CORE_KEYS_TAIL[i].name;
         n += 1;
         i += 1;
     }
@@ -291,7 +246,7 @@ const ALL_KEYS: [&str; CORE_KEYS_HEAD.len() + provider::SETTING_COUNT + CORE_KEY
 
 /// The values a numeric key accepts: `min..=max`, counted in `unit`.
 ///
-/// Every numeric key has one, in [`RANGES`]: the loader refuses a value outside it (a
+/// Every numeric key has one, in its key's declaration ([`ranges`]): the loader refuses a value outside it (a
 /// [`ConfigError::Invalid`] whose reason starts with `out of range` and whose `allowed` is
 /// the range), so no setting can wrap when converted (`u64` seconds to `i64`) or overflow when
 /// added to a clock. The README lists the same table (a test keeps them in step).
@@ -402,42 +357,15 @@ pub const AGONES_COMPACTION_PER_MINUTE_RANGE: Range = Range::new(0, 600, "GameSe
 /// `leader-election-lease-duration-sec`.
 pub const LEADER_ELECTION_LEASE_DURATION_SEC_RANGE: Range = Range::new(5, 3600, "seconds");
 
-/// Every numeric key with its allowed range, in [`KEYS`] order: the one declaration the loader
-/// checks, error messages print and the README repeats.
-pub const RANGES: &[(&str, Range)] = &[
-    ("minimum-node-pool-size", MINIMUM_NODE_POOL_SIZE_RANGE),
-    ("maximum-node-pool-size", MAXIMUM_NODE_POOL_SIZE_RANGE),
-    ("buffer-slot-size", BUFFER_SLOT_SIZE_RANGE),
-    ("scale-loop-tick-sec", SCALE_LOOP_TICK_SEC_RANGE),
-    (
-        "server-cpu-resource-request",
-        SERVER_CPU_RESOURCE_REQUEST_RANGE,
-    ),
-    (
-        "server-memory-resource-request",
-        SERVER_MEMORY_RESOURCE_REQUEST_RANGE,
-    ),
-    (
-        "agones-compaction-per-minute",
-        AGONES_COMPACTION_PER_MINUTE_RANGE,
-    ),
-    ("scale-down-delay-after-add-sec", SCALE_DOWN_HOLD_SEC_RANGE),
-    ("scale-down-unneeded-sec", SCALE_DOWN_HOLD_SEC_RANGE),
-    ("empty-node-expiration-sec", EMPTY_NODE_EXPIRATION_SEC_RANGE),
-    ("node-boot-timeout-sec", NODE_BOOT_TIMEOUT_SEC_RANGE),
-    ("expected-node-boot-sec", EXPECTED_NODE_BOOT_SEC_RANGE),
-    ("node-template-cpu", NODE_TEMPLATE_CPU_RANGE),
-    ("node-template-memory", NODE_TEMPLATE_MEMORY_RANGE),
-    ("node-template-pods", NODE_TEMPLATE_PODS_RANGE),
-    (
-        "leader-election-lease-duration-sec",
-        LEADER_ELECTION_LEASE_DURATION_SEC_RANGE,
-    ),
-];
+/// Every numeric key with its allowed range, in [`KEYS`] order: what the loader checks, error
+/// messages print and the README repeats, from each key's declaration ([`core_keys`]).
+pub fn ranges() -> impl Iterator<Item = (&'static str, Range)> {
+    core_keys().filter_map(|k| k.range().map(|r| (k.name, r)))
+}
 
 /// The allowed range of a numeric key; `None` for a key that is not a number.
 pub fn range_of(key: &str) -> Option<Range> {
-    RANGES.iter().find(|(k, _)| *k == key).map(|(_, r)| *r)
+    core_key(key).and_then(Key::range)
 }
 
 /// The env var of a key: `buffer-slot-size` → `BUFFER_SLOT_SIZE`.
@@ -878,54 +806,14 @@ pub const DEFAULT_SCALE_DOWN_DELAY_AFTER_ADD_SEC: u64 = 600;
 /// Default `scale-down-unneeded-sec`, from `simulate --compare` (README "Churn").
 pub const DEFAULT_SCALE_DOWN_UNNEEDED_SEC: u64 = 600;
 
-/// The Go program's defaults plus the port's.
+/// The built-in defaults (the Go program's, plus the new keys'), from each key's declaration.
 fn default_layer() -> Layer {
     let mut l = Layer::new();
-    let d = ORIGIN_DEFAULT;
-    l.set(
-        d,
-        "cloud-provider",
-        ValueKind::String("digitalocean".into()),
-    );
-    l.set(d, "minimum-node-pool-size", ValueKind::U64(2));
-    l.set(d, "maximum-node-pool-size", ValueKind::U64(3));
-    l.set(d, "buffer-slot-size", ValueKind::U64(4));
-    l.set(d, "buffer-policy", ValueKind::String("fixed".into()));
-    l.set(d, "target-instant-start", ValueKind::Float(0.99));
-    l.set(d, "buffer-schedule", ValueKind::String(String::new()));
-    l.set(d, "scale-loop-tick-sec", ValueKind::U64(10));
-    l.set(d, "server-cpu-resource-request", ValueKind::U64(1000));
-    l.set(d, "server-source", ValueKind::String("pods".into()));
-    l.set(d, "agones-compaction-per-minute", ValueKind::U64(30));
-    l.set(d, "agones-buffer", ValueKind::String("fixed".into()));
-    l.set(
-        d,
-        "scale-down-delay-after-add-sec",
-        ValueKind::U64(DEFAULT_SCALE_DOWN_DELAY_AFTER_ADD_SEC),
-    );
-    l.set(
-        d,
-        "scale-down-unneeded-sec",
-        ValueKind::U64(DEFAULT_SCALE_DOWN_UNNEEDED_SEC),
-    );
-    l.set(d, "empty-node-expiration-sec", ValueKind::U64(120));
-    l.set(d, "node-boot-timeout-sec", ValueKind::U64(600));
-    l.set(d, "expected-node-boot-sec", ValueKind::U64(180));
-    l.set(d, "dry-run", ValueKind::Boolean(false));
-    l.set(d, "log-format", ValueKind::String("text".into()));
-    l.set(d, "log-level", ValueKind::String("info".into()));
-    l.set(
-        d,
-        "http-listen-address",
-        ValueKind::String("0.0.0.0:8080".into()),
-    );
-    l.set(d, "leader-election", ValueKind::Boolean(true));
-    l.set(
-        d,
-        "leader-election-lease-name",
-        ValueKind::String("kubescaler".into()),
-    );
-    l.set(d, "leader-election-lease-duration-sec", ValueKind::U64(15));
+    for key in core_keys() {
+        if let Some(value) = key.default_value() {
+            l.set(ORIGIN_DEFAULT, key.name, value);
+        }
+    }
     l
 }
 
@@ -2392,10 +2280,10 @@ mod tests {
     #[test]
     fn config_ranges_are_well_formed_and_hold_the_defaults() {
         let defaults = default_layer().values;
-        for (key, range) in RANGES {
-            assert!(KEYS.contains(key), "{key}");
+        for (key, range) in ranges() {
+            assert!(KEYS.contains(&key), "{key}");
             assert!(range.min <= range.max, "{key}");
-            if let Some(value) = defaults.get(*key) {
+            if let Some(value) = defaults.get(key) {
                 let n = to_u64(&value.kind).expect("numeric default");
                 assert!(range.contains(n), "default {n} of {key} is outside {range}");
             }

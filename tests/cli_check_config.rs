@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use clap::Parser;
-use kubescaler::cli::{Cli, Command as Subcommand, FlagValue};
+use kubescaler::cli::{Cli, Command as Subcommand, FlagValue, Override};
 use kubescaler::config::KEYS;
 
 const TOKEN: &str = "dop_v1_CLI_secret_0123456789abcdef0123456789";
@@ -216,7 +216,10 @@ fn every_key_is_a_flag() {
 fn no_subcommand_means_run_and_flags_may_follow_the_subcommand() {
     let cli = Cli::try_parse_from(["kubescaler", "--buffer-slot-size", "6"]).expect("parses");
     assert_eq!(cli.command(), Subcommand::Run);
-    assert_eq!(cli.overrides.buffer_slot_size.as_deref(), Some("6"));
+    assert_eq!(
+        cli.overrides.get("buffer-slot-size"),
+        Some(&Override::Text("6".into()))
+    );
 
     let cli = Cli::try_parse_from([
         "kubescaler",
@@ -228,24 +231,28 @@ fn no_subcommand_means_run_and_flags_may_follow_the_subcommand() {
     ])
     .expect("parses");
     assert_eq!(cli.command(), Subcommand::CheckConfig);
-    assert_eq!(cli.overrides.buffer_slot_size.as_deref(), Some("6"));
+    assert_eq!(
+        cli.overrides.get("buffer-slot-size"),
+        Some(&Override::Text("6".into()))
+    );
     assert_eq!(cli.config.as_deref(), Some(Path::new("c.yaml")));
 }
 
 #[test]
 fn dry_run_flag_is_a_bool_that_can_be_negated() {
     let cli = Cli::try_parse_from(["kubescaler", "--dry-run", "run"]).expect("parses");
-    assert_eq!(cli.overrides.dry_run, Some(true));
+    assert_eq!(cli.overrides.get("dry-run"), Some(&Override::Switch(true)));
     assert_eq!(cli.command(), Subcommand::Run);
     let cli = Cli::try_parse_from(["kubescaler", "--dry-run=false"]).expect("parses");
-    assert_eq!(cli.overrides.dry_run, Some(false));
+    assert_eq!(cli.overrides.get("dry-run"), Some(&Override::Switch(false)));
     assert!(cli
         .overrides
         .set_flags()
         .contains(&("dry-run", FlagValue::Bool(false))));
     let cli = Cli::try_parse_from(["kubescaler"]).expect("parses");
     assert_eq!(
-        cli.overrides.dry_run, None,
+        cli.overrides.get("dry-run"),
+        None,
         "absent flag leaves the key to env/file/default"
     );
 }

@@ -62,15 +62,9 @@ fn api_url_env_var_is_digitalocean_api_url_and_a_flag_beats_it() {
         loaded.origins["digitalocean-api-url"],
         ValueSource::Env("DIGITALOCEAN_API_URL".into())
     );
-    sources.flags = Overrides {
-        provider_settings: [(
-            "digitalocean-api-url",
-            "https://do-proxy.example.com/api".to_string(),
-        )]
-        .into_iter()
-        .collect(),
-        ..Default::default()
-    };
+    sources.flags =
+        Overrides::from_pairs(&[("digitalocean-api-url", "https://do-proxy.example.com/api")])
+            .unwrap_or_else(|e| panic!("{e}"));
     let config = load(&sources).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(api_url(&config), "https://do-proxy.example.com/api");
 }

@@ -49,7 +49,10 @@ fn flag_overrides_env_overrides_file_overrides_default() {
     );
 
     // Flag beats env.
-    sources.flags.buffer_slot_size = Some("7".into());
+    sources
+        .flags
+        .set("buffer-slot-size", "7")
+        .unwrap_or_else(|e| panic!("{e}"));
     let loaded = load_with_origins(&sources).expect("flag loads");
     assert_eq!(loaded.config.buffer_slot_size, 7);
     assert_eq!(
@@ -69,10 +72,7 @@ fn precedence_holds_for_every_kind_of_value() {
     let mut env = required_env();
     env.insert("SERVER_POD_TOLERATIONS".into(), "b,c:NoSchedule".into());
     env.insert("LOG_FORMAT".into(), "text".into());
-    let flags = Overrides {
-        dry_run: Some(false),
-        ..Default::default()
-    };
+    let flags = Overrides::from_pairs(&[("dry-run", "false")]).unwrap_or_else(|e| panic!("{e}"));
     let config = load(&ConfigSources {
         file: Some(file),
         env,
@@ -273,10 +273,8 @@ fn cpu_request_accepts_millicores_and_quantities() {
         })
         .expect(value);
         assert_eq!(config.server_cpu_resource_request, want, "env {value}");
-        let flags = Overrides {
-            server_cpu_resource_request: Some(value.into()),
-            ..Default::default()
-        };
+        let flags = Overrides::from_pairs(&[("server-cpu-resource-request", value)])
+            .unwrap_or_else(|e| panic!("{e}"));
         let config = load(&ConfigSources {
             env: required_env(),
             flags,
@@ -485,12 +483,8 @@ fn provider_settings_are_keys_env_vars_flags_and_docs_derived_from_the_registry(
         let mut env = required_env();
         env.insert("CLOUD_PROVIDER".into(), spec.name.into());
         env.insert(env_var_name(setting.key), setting.default.into());
-        let flags = Overrides {
-            provider_settings: [(setting.key, setting.default.to_string())]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        };
+        let flags = Overrides::from_pairs(&[(setting.key, setting.default)])
+            .unwrap_or_else(|e| panic!("{e}"));
         let from_env = load_with_origins(&ConfigSources {
             env: env.clone(),
             ..Default::default()

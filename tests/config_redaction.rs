@@ -241,10 +241,8 @@ fn token_as_wrong_type_in_file_is_redacted() {
 
 #[test]
 fn token_given_in_file_env_and_flag_never_leaks_through_overrides_debug() {
-    let flags = Overrides {
-        cloud_provider_token: Some(SecretToken::new(TOKEN)),
-        ..Default::default()
-    };
+    let flags =
+        Overrides::from_pairs(&[("cloud-provider-token", TOKEN)]).unwrap_or_else(|e| panic!("{e}"));
     assert_no_token(&format!("{flags:?}"));
     assert_no_token(&format!("{:?}", flags.set_flags()));
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use kubescaler::cli::Overrides;
 use kubescaler::config::{
-    env_var_name, load, range_of, ConfigError, ConfigErrors, ConfigSources, Range, ValueSource,
-    KEYS, RANGES,
+    env_var_name, load, range_of, ranges, ConfigError, ConfigErrors, ConfigSources, Range,
+    ValueSource, KEYS,
 };
 use kubescaler::provider;
 
@@ -243,10 +243,8 @@ fn integer_out_of_range_is_rejected() {
 
 #[test]
 fn minimum_greater_than_maximum_is_rejected() {
-    let flags = Overrides {
-        minimum_node_pool_size: Some("5".into()),
-        ..Default::default()
-    };
+    let flags =
+        Overrides::from_pairs(&[("minimum-node-pool-size", "5")]).unwrap_or_else(|e| panic!("{e}"));
     let errors = load(&ConfigSources {
         env: required_env(),
         flags,
@@ -478,10 +476,11 @@ fn token_is_required_when_the_provider_needs_one() {
 fn token_and_token_file_both_set_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = config_support::write(dir.path(), "token", TOKEN);
-    let flags = Overrides {
-        cloud_provider_token_file: Some(token_file.display().to_string()),
-        ..Default::default()
-    };
+    let flags = Overrides::from_pairs(&[(
+        "cloud-provider-token-file",
+        &token_file.display().to_string(),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
     let errors = load(&ConfigSources {
         env: required_env(),
         flags,
@@ -876,10 +875,8 @@ fn huge_durations_in_the_file_or_a_flag_are_range_errors_naming_that_source() {
     let errors = load(&ConfigSources {
         file: Some(file.clone()),
         env: required_env(),
-        flags: Overrides {
-            scale_loop_tick_sec: Some("9223372036854775808".into()),
-            ..Default::default()
-        },
+        flags: Overrides::from_pairs(&[("scale-loop-tick-sec", "9223372036854775808")])
+            .unwrap_or_else(|e| panic!("{e}")),
         ..Default::default()
     })
     .expect_err("out of range");
@@ -950,7 +947,7 @@ fn durations_up_to_ten_years_are_accepted_and_one_second_more_is_not() {
 
 #[test]
 fn every_range_boundary_is_accepted_and_one_past_it_refused() {
-    for (key, range) in RANGES {
+    for (key, range) in ranges() {
         let env_name = env_var_name(key);
         for inside in [range.min, range.max] {
             load(&ConfigSources {
@@ -1024,8 +1021,8 @@ fn every_numeric_key_has_a_declared_range() {
         );
         assert!(!by_name || range_of(key).is_some(), "{key} has no range");
     }
-    for (key, range) in RANGES {
-        assert!(KEYS.contains(key), "{key} is not a key");
+    for (key, range) in ranges() {
+        assert!(KEYS.contains(&key), "{key} is not a key");
         assert!(range.min <= range.max, "{key}: {range}");
     }
 }
@@ -1033,7 +1030,7 @@ fn every_numeric_key_has_a_declared_range() {
 #[test]
 fn readme_lists_every_range_as_declared() {
     let readme = std::fs::read_to_string("README.md").expect("read README.md");
-    for (key, range) in RANGES {
+    for (key, range) in ranges() {
         let row = format!("| `{key}` | `{range}` |");
         assert!(readme.contains(&row), "README.md lacks the row {row}");
     }

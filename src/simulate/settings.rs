@@ -2,7 +2,6 @@
 //! same validation), with the keys a simulation has no use for filled in when they are set
 //! nowhere, and a few daemon defaults replaced by ones that suit a simulated pool.
 
-use crate::cli::Overrides;
 use crate::config::{
     self, Config, ConfigError, ConfigErrors, ConfigSources, SecretToken, ValueSource, TOKEN_KEY,
 };
@@ -48,12 +47,14 @@ pub fn load(sources: &ConfigSources) -> Result<SimConfig, ConfigErrors> {
             match e {
                 ConfigError::Missing { key, .. } => {
                     if let Some((key, value)) = FILLED_WHEN_MISSING.iter().find(|(k, _)| k == key) {
-                        set_flag(&mut sources.flags, key, value);
-                        simulation_values.push((*key, (*value).to_string()));
+                        // Every key of FILLED_WHEN_MISSING is a text flag.
+                        if sources.flags.set(key, value).is_ok() {
+                            simulation_values.push((*key, (*value).to_string()));
+                        }
                     }
                 }
                 ConfigError::TokenMissing { .. } => {
-                    sources.flags.cloud_provider_token = Some(SecretToken::new(TOKEN_PLACEHOLDER));
+                    sources.flags.set_token(SecretToken::new(TOKEN_PLACEHOLDER));
                     simulation_values.push((TOKEN_KEY, "<none needed>".to_string()));
                 }
                 _ => {}
@@ -79,18 +80,6 @@ pub fn load(sources: &ConfigSources) -> Result<SimConfig, ConfigErrors> {
         config,
         simulation_values,
     })
-}
-
-fn set_flag(flags: &mut Overrides, key: &str, value: &str) {
-    let slot = match key {
-        "cluster-name" => &mut flags.cluster_name,
-        "node-pool-name" => &mut flags.node_pool_name,
-        "node-selector" => &mut flags.node_selector,
-        "server-pod-label-name" => &mut flags.server_pod_label_name,
-        "server-pod-label-value" => &mut flags.server_pod_label_value,
-        _ => return,
-    };
-    *slot = Some(value.to_string());
 }
 
 #[cfg(test)]
