@@ -48,11 +48,10 @@ have_all() {
     for b in "${BINARIES[@]}"; do [[ -x $BIN_DIR/$b ]] || return 1; done
 }
 
-if [[ ${KUBESCALER_REBUILD:-0} != 1 ]] && have_all; then
-    log "up to date: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION"
-    echo "$BIN_DIR"
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
+# Serialise concurrent builds of the same version (e.g. parallel test runs).
+reuse_or_lock "$OUT_DIR/.build.lock" "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION" have_all \
+    "${KUBESCALER_REBUILD:-0}" "$BIN_DIR"
 
 command -v go >/dev/null || die "go not found in PATH"
 
@@ -65,19 +64,6 @@ bad_replaces=$(awk -v want="$STAGING_VERSION" '
 $bad_replaces"
 
 mkdir -p "$OUT_DIR"
-# Serialise concurrent builds of the same version (e.g. parallel test runs).
-if command -v flock >/dev/null; then
-    exec 9>"$OUT_DIR/.build.lock"
-    if ! flock -n 9; then
-        log "another build of $K8S_VERSION-$ETCD_VERSION is running; waiting for it"
-        flock 9
-    fi
-    if [[ ${KUBESCALER_REBUILD:-0} != 1 ]] && have_all; then
-        log "built by the other process"
-        echo "$BIN_DIR"
-        exit 0
-    fi
-fi
 
 TMP_BIN=$(mktemp -d "$OUT_DIR/.bin.XXXXXX")
 trap 'rm -rf "$TMP_BIN"' EXIT

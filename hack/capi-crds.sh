@@ -36,27 +36,10 @@ have_all() {
     for k in "${KINDS[@]}"; do [[ -s $OUT_DIR/cluster.x-k8s.io_$k.yaml ]] || return 1; done
 }
 
-if [[ ${KUBESCALER_REFETCH:-0} != 1 ]] && have_all; then
-    log "up to date: $CAPI_MODULE@$CAPI_VERSION"
-    echo "$OUT_DIR"
-    exit 0
-fi
-
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
+reuse_or_lock "$CACHE_ROOT/capi-crds/.fetch.lock" "$CAPI_MODULE@$CAPI_VERSION" have_all \
+    "${KUBESCALER_REFETCH:-0}" "$OUT_DIR"
 command -v go >/dev/null || die "go not found in PATH"
-mkdir -p "$CACHE_ROOT/capi-crds"
-# Serialise concurrent fetches (parallel test runs, CI and a developer's shell).
-if command -v flock >/dev/null; then
-    exec 9>"$CACHE_ROOT/capi-crds/.fetch.lock"
-    if ! flock -n 9; then
-        log "another fetch is running; waiting for it"
-        flock 9
-    fi
-    if [[ ${KUBESCALER_REFETCH:-0} != 1 ]] && have_all; then
-        log "fetched by the other process"
-        echo "$OUT_DIR"
-        exit 0
-    fi
-fi
 
 # A module cache of our own inside the cache root (writable, so that `rm -rf` of the cache
 # works), and a working directory outside any module so that no go.mod is read or touched.

@@ -37,27 +37,10 @@ have_it() {
     [[ $v == "$HELM_VERSION" ]]
 }
 
-if [[ ${KUBESCALER_REBUILD:-0} != 1 ]] && have_it; then
-    log "up to date: $HELM_MODULE@$HELM_VERSION"
-    echo "$BIN"
-    exit 0
-fi
-
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
+reuse_or_lock "$CACHE_ROOT/helm/.build.lock" "$HELM_MODULE@$HELM_VERSION" have_it \
+    "${KUBESCALER_REBUILD:-0}" "$BIN"
 command -v go >/dev/null || die "go not found in PATH"
-mkdir -p "$CACHE_ROOT/helm"
-# Serialise concurrent builds (parallel test runs, CI and a developer's shell).
-if command -v flock >/dev/null; then
-    exec 9>"$CACHE_ROOT/helm/.build.lock"
-    if ! flock -n 9; then
-        log "another build is running; waiting for it"
-        flock 9
-    fi
-    if [[ ${KUBESCALER_REBUILD:-0} != 1 ]] && have_it; then
-        log "built by the other process"
-        echo "$BIN"
-        exit 0
-    fi
-fi
 
 # Build into a fresh directory and move the binary into place, so that a build that fails or
 # is interrupted leaves no binary behind. Run outside any module, so that no go.mod is read or

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::planner::Plan;
+use crate::planner::{NodeExplanation, Plan};
 
 /// The plan as a table and lists.
 pub fn render(plan: &Plan) -> String {
@@ -41,20 +41,12 @@ pub fn render(plan: &Plan) -> String {
         let _ = writeln!(out, "scale-down: {held}");
     }
     out.push('\n');
-    let name_width = plan
-        .nodes
-        .iter()
-        .map(|n| n.name.len())
-        .chain([4])
-        .max()
-        .unwrap_or(4);
-    let class_width = plan
-        .nodes
-        .iter()
-        .map(|n| n.class.len())
-        .chain([5])
-        .max()
-        .unwrap_or(5);
+    // A column is as wide as its header or its widest cell.
+    let width = |header: &str, cell: fn(&NodeExplanation) -> usize| {
+        plan.nodes.iter().map(cell).fold(header.len(), usize::max)
+    };
+    let name_width = width("NODE", |n| n.name.len());
+    let class_width = width("CLASS", |n| n.class.len());
     let _ = writeln!(
         out,
         "{:<name_width$}  {:<class_width$}  {:>7}  {:>4}  WHAT KUBESCALER DOES",
