@@ -237,6 +237,14 @@ impl Telemetry {
         for result in COMPACTION_RESULTS {
             let _ = t.compacted.get_or_create(&ResultLabels { result });
         }
+        // The state gauges too: a scrape before the first pass (or after a failed one) lists
+        // every state at 0 rather than none.
+        for state in NODE_STATES {
+            let _ = t.nodes.get_or_create(&StateLabels { state });
+        }
+        for state in GAME_SERVER_STATES {
+            let _ = t.game_servers.get_or_create(&StateLabels { state });
+        }
         t
     }
 
@@ -271,26 +279,28 @@ impl Telemetry {
         self.running_servers.set(i64::from(s.running_servers));
         self.buffer.set(i64::from(s.buffer));
         self.pool_target.set(i64::from(s.target_size));
-        for (state, n) in [
-            ("ready", s.active_nodes),
-            ("booting", s.booting_nodes),
-            ("provisioning", s.provisioning_nodes),
-            ("not_ready", s.not_ready_nodes),
-            ("cordoned_by_kubescaler", s.cordoned_by_kubescaler),
-            ("cordoned_by_others", s.cordoned_by_others),
-            ("deleting", s.deleting_nodes),
-            ("outside_pool", s.outside_pool_nodes),
-            ("unregistered_stuck", s.stuck_instances),
-        ] {
+        let nodes = [
+            s.active_nodes,
+            s.booting_nodes,
+            s.provisioning_nodes,
+            s.not_ready_nodes,
+            s.cordoned_by_kubescaler,
+            s.cordoned_by_others,
+            s.deleting_nodes,
+            s.outside_pool_nodes,
+            s.stuck_instances,
+        ];
+        for (state, n) in NODE_STATES.into_iter().zip(nodes) {
             self.nodes
                 .get_or_create(&StateLabels { state })
                 .set(i64::from(n));
         }
-        for (state, n) in [
-            ("ready", s.ready_game_servers),
-            ("starting", s.starting_game_servers),
-            ("pending", s.pending_game_servers),
-        ] {
+        let game_servers = [
+            s.ready_game_servers,
+            s.starting_game_servers,
+            s.pending_game_servers,
+        ];
+        for (state, n) in GAME_SERVER_STATES.into_iter().zip(game_servers) {
             self.game_servers
                 .get_or_create(&StateLabels { state })
                 .set(i64::from(n));
@@ -423,6 +433,22 @@ impl Telemetry {
 }
 
 /// `kind` of `kubescaler_actions_total` for a deletion the actuator called off or that failed.
+/// The `state` labels of `kubescaler_nodes`, in [`Telemetry::observe_pool`]'s order.
+const NODE_STATES: [&str; 9] = [
+    "ready",
+    "booting",
+    "provisioning",
+    "not_ready",
+    "cordoned_by_kubescaler",
+    "cordoned_by_others",
+    "deleting",
+    "outside_pool",
+    "unregistered_stuck",
+];
+
+/// The `state` labels of `kubescaler_game_servers`.
+const GAME_SERVER_STATES: [&str; 3] = ["ready", "starting", "pending"];
+
 const DELETION_OUTCOMES: [&str; 2] = ["delete-cancelled", "delete-failed"];
 /// Every `(source, kind)` of `kubescaler_errors_total` ([`error_labels`] gives one of them).
 const ERROR_LABELS: [(&str, &str); 7] = [
@@ -472,6 +498,9 @@ mod tests {
             "kubescaler_actions_total{kind=\"grow\"} 0",
             "kubescaler_errors_total{source=\"provider\",kind=\"api\"} 0",
             "kubescaler_compacted_game_servers_total{result=\"conflict\"} 0",
+            "kubescaler_nodes{state=\"ready\"} 0",
+            "kubescaler_nodes{state=\"unregistered_stuck\"} 0",
+            "kubescaler_game_servers{state=\"pending\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

@@ -191,8 +191,13 @@ async fn dashboard_and_alert_metrics_are_in_a_real_metrics_scrape() {
                 Duration::from_secs(60),
                 || async {
                     let text = fullstack::scrape_metrics(port).await?;
+                    // The histogram's count line is there (as 0) before any pass: wait for a
+                    // finished one, after which every labelled family has its series.
                     text.lines()
-                        .any(|l| l.starts_with("kubescaler_reconcile_duration_seconds_count"))
+                        .filter_map(|l| {
+                            l.strip_prefix("kubescaler_reconcile_duration_seconds_count ")
+                        })
+                        .any(|n| n.trim().parse::<f64>().is_ok_and(|n| n >= 1.0))
                         .then_some(text)
                 },
             )
