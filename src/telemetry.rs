@@ -178,7 +178,7 @@ impl Telemetry {
         );
         r.register(
             "buffer_calibration",
-            "Factor on the waits the target policy's model allows, learned from the measured starts (1: the model as it is)",
+            "Factor on the target policy's chance of running short per lead time, learned from the measured starts (1: the model as it is)",
             t.buffer_calibration.clone(),
         );
         r.register(

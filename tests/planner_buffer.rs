@@ -214,7 +214,7 @@ fn matches_that_waited_raise_the_target_buffer_and_the_plan_carries_the_lesson()
     );
     let why = p.summary.buffer_reason.unwrap_or_default();
     assert!(
-        why.contains("tightened to") && why.contains("95 % at once over the last hour"),
+        why.contains("tightened from") && why.contains("95 % at once over the last hour"),
         "{why}"
     );
     // A fixed buffer leaves the lesson as it was.
