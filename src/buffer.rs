@@ -98,24 +98,24 @@ pub fn short_buffer(arrivals: Expected, departures: Expected, short: f64) -> u32
     }
     let span = |e: Expected| (e.mean + 40.0 * e.variance().sqrt() + 40.0) as usize;
     let (pa, pd) = (a.pmf(span(a)), d.pmf(span(d)));
-    // P(A − D = k) for k in 0..=top (below 0 nobody waits whatever the buffer), then the
-    // chance of exceeding each b, summed from the top so that a small tail keeps its digits.
-    let growth: Vec<f64> = (0..pa.len())
-        .map(|k| {
-            pd.iter()
-                .enumerate()
-                .map(|(j, q)| q * pa.get(k + j).copied().unwrap_or(0.0))
-                .sum()
-        })
-        .collect();
-    let mut above = vec![0.0; growth.len()];
-    for b in (0..growth.len().saturating_sub(1)).rev() {
-        above[b] = above[b + 1] + growth[b + 1];
+    // P(A − D = k) for k in 0..=top (below 0 nobody waits whatever the buffer).
+    let growth = |k: usize| -> f64 {
+        pd.iter()
+            .enumerate()
+            .map(|(j, q)| q * pa.get(k + j).copied().unwrap_or(0.0))
+            .sum()
+    };
+    // From the top down (a small tail keeps its digits): P(A − D > b − 1) is P(A − D > b) plus
+    // P(A − D = b), so b goes down while that stays within `short`.
+    let (mut b, mut above) = (pa.len().saturating_sub(1), 0.0);
+    while b > 0 {
+        let next = above + growth(b);
+        if next > short {
+            break;
+        }
+        (b, above) = (b - 1, next);
     }
-    above
-        .iter()
-        .position(|&p| p <= short)
-        .unwrap_or(growth.len().saturating_sub(1)) as u32
+    b as u32
 }
 
 /// A count expected over one lead time, from a rate the loop measured: `mean`, and how much

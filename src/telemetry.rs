@@ -432,7 +432,6 @@ impl Telemetry {
     }
 }
 
-/// `kind` of `kubescaler_actions_total` for a deletion the actuator called off or that failed.
 /// The `state` labels of `kubescaler_nodes`, in [`Telemetry::observe_pool`]'s order.
 const NODE_STATES: [&str; 9] = [
     "ready",
@@ -449,6 +448,7 @@ const NODE_STATES: [&str; 9] = [
 /// The `state` labels of `kubescaler_game_servers`.
 const GAME_SERVER_STATES: [&str; 3] = ["ready", "starting", "pending"];
 
+/// `kind` of `kubescaler_actions_total` for a deletion the actuator called off or that failed.
 const DELETION_OUTCOMES: [&str; 2] = ["delete-cancelled", "delete-failed"];
 /// Every `(source, kind)` of `kubescaler_errors_total` ([`error_labels`] gives one of them).
 const ERROR_LABELS: [(&str, &str); 7] = [
